@@ -1,0 +1,65 @@
+"""The manifest every step leaves in its output folder.
+
+``manifest.json`` holds the config as run, the git revision, digests of inputs
+and outputs, metrics and wall time. Promotion, caching and reports read
+manifests, never logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from steps._io import atomic_write_json, path_digest
+
+SCHEMA_VERSION = 1
+
+
+def git_revision(cwd: Path | str = ".") -> str | None:
+    """The current commit (with ``-dirty`` when the tree has changes), or None outside git."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def digests(paths: dict[str, Path | str]) -> dict[str, str | None]:
+    return {name: (path_digest(p) if Path(p).exists() else None) for name, p in paths.items()}
+
+
+def write_manifest(
+    out_dir: Path | str,
+    step: str,
+    config: Any,
+    inputs: dict[str, Path | str],
+    outputs: dict[str, Path | str],
+    metrics: dict[str, Any],
+    started: float,
+) -> Path:
+    """Write ``out_dir/manifest.json`` atomically and return its path."""
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    manifest = {
+        "schema": SCHEMA_VERSION,
+        "step": step,
+        "config": cfg,
+        "git_revision": git_revision(),
+        "python": platform.python_version(),
+        "inputs": {k: str(v) for k, v in inputs.items()},
+        "input_digests": digests(inputs),
+        "outputs": {k: str(v) for k, v in outputs.items()},
+        "output_digests": digests(outputs),
+        "metrics": metrics,
+        "wall_time_s": round(time.time() - started, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return atomic_write_json(Path(out_dir) / "manifest.json", manifest)
