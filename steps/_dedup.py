@@ -1,0 +1,291 @@
+"""Exact and near-duplicate detection: MinHash signatures and LSH banding, vectorised.
+
+Signatures are bit-identical to ``datasketch.MinHash`` (its default
+``affine32`` scheme and permutations, with word n-gram hashes as the hashed
+values; ``datasketch_signature`` is the reference path the tests compare
+against), and the band/row split comes from datasketch's own optimiser. What
+differs from the textbook per-record loop is speed: every record's shingles are
+hashed and permuted in a few numpy calls, and banding sorts band keys instead
+of filling Python dicts.
+
+A pair found by banding is kept only when its estimated Jaccard similarity
+(the fraction of equal signature slots) reaches the threshold, which keeps
+precision high.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
+
+NUM_PERM = 128
+SEED = 1
+SHINGLE = 3  # word 3-grams: robust to a changed word, strict enough for short answers
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_CJK = re.compile("[\u3400-\u9fff]")
+_M32 = np.uint64(0xFFFFFFFF)
+_PERMS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def words(text: str) -> list[str]:
+    """Case- and width-folded word tokens (CJK runs split per character)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    if _CJK.search(folded) is None:
+        return _WORD.findall(folded)
+    out: list[str] = []
+    for w in _WORD.findall(folded):
+        out.extend(w if _CJK.search(w) else (w,))  # no spaces in Chinese: characters are the units
+    return out
+
+
+class _Vocab(dict):
+    """Word -> crc32, filled on first sight."""
+
+    def __missing__(self, word: str) -> int:
+        h = self[word] = zlib.crc32(word.encode("utf-8"))
+        return h
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser on uint64 lanes holding 32-bit values."""
+    h = h ^ (h >> np.uint64(16))
+    h = (h * np.uint64(0x85EBCA6B)) & _M32
+    h = h ^ (h >> np.uint64(13))
+    h = (h * np.uint64(0xC2B2AE35)) & _M32
+    return h ^ (h >> np.uint64(16))
+
+
+def shingle_hashes(texts: Sequence[str], n: int = SHINGLE) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every word n-gram of every text, as one flat array plus offsets.
+
+    Record ``i`` owns ``hashes[offsets[i]:offsets[i + 1]]``. A text with fewer
+    than ``n`` words has one shingle (all its words); an empty text has one
+    shingle for the empty string, so every record has a signature.
+    """
+    vocab = _Vocab()
+    ids: list[int] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        ws = words(text) or [""]
+        ids.extend(map(vocab.__getitem__, ws))
+        lengths[i] = len(ws)
+    wh = np.asarray(ids, dtype=np.uint64)
+    starts = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    # n-gram hash at word position p combines words p..p+n-1 (a rolling polynomial in 32 bits).
+    count = np.maximum(lengths - n + 1, 1)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(count, out=offsets[1:])
+    pos = np.repeat(starts[:-1], count) + (np.arange(offsets[-1]) - np.repeat(offsets[:-1], count))
+    span = np.repeat(np.minimum(lengths, n), count)
+    acc = np.zeros(offsets[-1], dtype=np.uint64)
+    for k in range(n):
+        valid = k < span
+        idx = np.where(valid, pos + k, 0)
+        acc = np.where(valid, (acc * np.uint64(0x01000193) + wh[idx]) & _M32, acc)
+    return acc.astype(np.uint32), offsets
+
+
+def permutations(num_perm: int = NUM_PERM, seed: int = SEED) -> np.ndarray:
+    """datasketch's own (a, b) permutation parameters, shape (2, num_perm)."""
+    key = (num_perm, seed)
+    if key not in _PERMS:
+        _PERMS[key] = MinHash(num_perm=num_perm, seed=seed).permutations.astype(np.uint64)
+    return _PERMS[key]
+
+
+def minhash_signatures(
+    texts: Sequence[str], num_perm: int = NUM_PERM, seed: int = SEED, n: int = SHINGLE, chunk: int = 1 << 12
+) -> np.ndarray:
+    """MinHash signatures of ``texts``, shape (len(texts), num_perm), uint32."""
+    hashes, offsets = shingle_hashes(texts, n)
+    a, b = permutations(num_perm, seed).astype(np.uint32)
+    mixed = _fmix32(hashes.astype(np.uint64)).astype(np.uint32)
+    sigs = np.empty((len(texts), num_perm), dtype=np.uint32)
+    # uint32 arithmetic wraps mod 2**32, exactly datasketch's affine32 scheme.
+    # Whole records in chunks of about `chunk` shingles keep the work in cache.
+    rec = 0
+    while rec < len(texts):
+        end = max(int(np.searchsorted(offsets, offsets[rec] + chunk, side="right")) - 1, rec + 1)
+        lo, hi = offsets[rec], offsets[end]
+        phv = mixed[lo:hi, None] * a[None, :]
+        phv += b[None, :]
+        sigs[rec:end] = np.minimum.reduceat(phv, offsets[rec:end] - lo, axis=0)
+        rec = end
+    return sigs
+
+
+def datasketch_signature(text: str, num_perm: int = NUM_PERM, seed: int = SEED, n: int = SHINGLE) -> np.ndarray:
+    """The reference: plain ``datasketch.MinHash`` over the same shingle hashes."""
+    hashes, _ = shingle_hashes([text], n)
+    m = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
+    m.update_batch([int(h) for h in hashes])
+    return m.hashvalues.astype(np.uint32)
+
+
+# Weights of datasketch's band/row optimiser (false positives, false negatives). Every
+# candidate is verified afterwards (exactly, or on its signature), so a false positive costs a
+# comparison while a false negative is a missed duplicate (a leak): favour recall.
+# At threshold 0.8 this gives 18 bands of 7 rows: a pair at Jaccard 0.8 is found with
+# probability 0.986 and one at 0.85 with 0.999 (equal weights: 0.40 and 0.69).
+LSH_WEIGHTS = (0.01, 0.99)
+
+
+def lsh_params(threshold: float, num_perm: int = NUM_PERM) -> tuple[int, int]:
+    """(bands, rows) that datasketch's MinHashLSH chooses for ``threshold`` with LSH_WEIGHTS."""
+    return _optimal_param(threshold, num_perm, *LSH_WEIGHTS)
+
+
+def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit key per (record, band): a hash of the band's signature slice."""
+    keys = np.empty((len(sigs), bands), dtype=np.uint64)
+    for i in range(bands):
+        block = np.ascontiguousarray(sigs[:, i * rows : (i + 1) * rows]).astype(np.uint64)
+        k = np.full(len(sigs), (i + 1) * 0x9E3779B97F4A7C15 % (1 << 64), dtype=np.uint64)
+        for j in range(rows):
+            k = (k ^ block[:, j]) * np.uint64(0x100000001B3)
+        keys[:, i] = k
+    return keys
+
+
+def similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity of matching rows of two signature arrays."""
+    return (sig_a == sig_b).mean(axis=-1)
+
+
+Shingles = tuple[np.ndarray, np.ndarray]  # (flat hashes, offsets) from shingle_hashes
+
+
+def exact_jaccard(shingles: Shingles, pairs: np.ndarray) -> np.ndarray:
+    """True Jaccard similarity of the shingle sets of each pair (i, j)."""
+    hashes, offsets = shingles
+    sets: dict[int, set[int]] = {}
+
+    def get(i: int) -> set[int]:
+        if i not in sets:
+            sets[i] = set(hashes[offsets[i] : offsets[i + 1]].tolist())
+        return sets[i]
+
+    out = np.empty(len(pairs))
+    for k, (i, j) in enumerate(pairs.tolist()):
+        a, b = get(i), get(j)
+        out[k] = len(a & b) / len(a | b)
+    return out
+
+
+def _verify(sigs: np.ndarray, pairs: np.ndarray, threshold: float, shingles: Shingles | None) -> np.ndarray:
+    """Keep candidate pairs at or above ``threshold``: exact when shingles are given, else estimated.
+
+    The signature estimate has a standard deviation of about 0.03 at Jaccard 0.85
+    with 128 permutations; exact verification removes that noise on both sides.
+    """
+    if len(pairs) == 0:
+        return pairs
+    sim = exact_jaccard(shingles, pairs) if shingles is not None else similarity(sigs[pairs[:, 0]], sigs[pairs[:, 1]])
+    return pairs[sim >= threshold]
+
+
+def candidate_pairs(sigs: np.ndarray, threshold: float, shingles: Shingles | None = None) -> np.ndarray:
+    """Verified near-duplicate pairs (i, j), i < j, within one signature array.
+
+    Each bucket links its members to its first member (a star, not every
+    pair), which keeps a bucket of thousands of near-copies linear.
+    """
+    bands, rows = lsh_params(threshold, sigs.shape[1])
+    keys = _band_keys(sigs, bands, rows)
+    found = []
+    for band in range(bands):
+        order = np.argsort(keys[:, band], kind="stable")
+        k = keys[order, band]
+        new = np.ones(len(k), dtype=bool)
+        new[1:] = k[1:] != k[:-1]
+        head = order[np.maximum.accumulate(np.where(new, np.arange(len(k)), 0))]
+        mask = ~new
+        if mask.any():
+            found.append(np.stack([head[mask], order[mask]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    return _verify(sigs, np.unique(np.sort(np.concatenate(found), axis=1), axis=0), threshold, shingles)
+
+
+def cross_pairs(
+    query: np.ndarray, index: np.ndarray, threshold: float, shingles: tuple[Shingles, Shingles] | None = None
+) -> np.ndarray:
+    """Verified pairs (q, i): query row q is a near-duplicate of index row i.
+
+    ``shingles``, when given, is (query shingles, index shingles) for exact verification.
+    """
+    both = np.concatenate([index, query])
+    joined = None
+    if shingles is not None:
+        (qh, qo), (ih, io) = shingles
+        joined = (np.concatenate([ih, qh]), np.concatenate([io[:-1], qo + io[-1]]))
+    pairs = candidate_pairs_all(both, threshold, joined)
+    n = len(index)
+    a, b = pairs[:, 0], pairs[:, 1]
+    cross = (a < n) & (b >= n)  # pairs are sorted, so the index side comes first
+    return np.stack([b[cross] - n, a[cross]], axis=1)
+
+
+def candidate_pairs_all(sigs: np.ndarray, threshold: float, shingles: Shingles | None = None) -> np.ndarray:
+    """Like ``candidate_pairs`` but every member of a bucket with every other (for cross checks)."""
+    bands, rows = lsh_params(threshold, sigs.shape[1])
+    keys = _band_keys(sigs, bands, rows)
+    found = []
+    for band in range(bands):
+        order = np.argsort(keys[:, band], kind="stable")
+        k = keys[order, band]
+        bounds = np.flatnonzero(np.r_[True, k[1:] != k[:-1], True])
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            if e - s > 1:
+                members = np.sort(order[s:e])
+                ii, jj = np.triu_indices(len(members), 1)
+                found.append(np.stack([members[ii], members[jj]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    return _verify(sigs, np.unique(np.concatenate(found), axis=0), threshold, shingles)
+
+
+def union_groups(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected components of ``n`` nodes joined by ``pairs``: one label (smallest member) per node."""
+    parent = np.arange(n)
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for i, j in pairs:
+        ri, rj = find(int(i)), find(int(j))
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    return np.array([find(i) for i in range(n)])
+
+
+def exact_groups(keys: Sequence[str]) -> np.ndarray:
+    """Label each item by the first index holding the same key."""
+    first: dict[str, int] = {}
+    return np.array([first.setdefault(k, i) for i, k in enumerate(keys)])
+
+
+def duplicate_groups(texts: Sequence[str], exact_keys: Sequence[str], threshold: float) -> np.ndarray:
+    """Group labels joining exact duplicates (same key) and near-duplicates (Jaccard >= threshold)."""
+    exact = exact_groups(exact_keys)
+    reps = np.flatnonzero(exact == np.arange(len(exact)))
+    pairs: np.ndarray | list = []
+    if len(reps) > 1:
+        rep_texts = [texts[i] for i in reps]
+        pairs = candidate_pairs(minhash_signatures(rep_texts), threshold, shingle_hashes(rep_texts))
+    rep_label = union_groups(len(reps), np.asarray(pairs).reshape(-1, 2))
+    label_of_rep = dict(zip(reps.tolist(), reps[rep_label].tolist()))
+    return np.array([label_of_rep[e] for e in exact.tolist()])

@@ -1,0 +1,260 @@
+"""ingest: raw files in any known format -> canonical records, quarantine, and a leakage-safe split.
+
+``python -m steps.ingest OUT_DIR [--params params.yaml]`` reads the datasets
+listed under ``ingest.datasets`` (DVC-tracked files under data/raw) and writes
+to OUT_DIR: ``train.jsonl``, ``validation.jsonl``, ``test.jsonl``,
+``heldout.jsonl`` (the general held-out set, never split), ``quarantine.jsonl``
+(every record that could not be read or mapped, with file, row, field, reason
+and fix) and ``manifest.json``. The folder is swapped in whole, never half
+written. Exit code 1 when a dataset's bad fraction is over the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from steps._config import ConfigError, load_section
+from steps._dedup import duplicate_groups
+from steps._formats import DEFAULT_TAGS, FORMATS, FileError, RecordError, convert, detect_dataset_format, read_rows
+from steps._io import atomic_write_jsonl, publish_dir, staging_dir
+from steps._manifest import write_manifest
+from steps._schema import make_record, record_text
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One raw dataset, declared the way LLaMA-Factory's dataset_info.json declares them."""
+
+    path: str
+    format: str = "auto"  # auto-detect from the keys, or one of steps._formats.FORMATS
+    name: str | None = None  # defaults to the file's stem
+    columns: dict[str, str] = field(default_factory=dict)  # canonical field -> column name in the file
+    tags: dict[str, str] = field(default_factory=dict)  # sharegpt role tags (role_tag, user_tag, ...)
+
+    def __post_init__(self) -> None:
+        if self.format != "auto" and self.format not in FORMATS:
+            raise ConfigError(f"dataset {self.path}: format '{self.format}' unknown; use auto or one of {', '.join(FORMATS)}")
+        unknown = set(self.tags) - set(DEFAULT_TAGS)
+        if unknown:
+            raise ConfigError(f"dataset {self.path}: unknown tags {sorted(unknown)}; known: {', '.join(DEFAULT_TAGS)}")
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).stem
+
+
+@dataclass(frozen=True)
+class SplitRatios:
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+
+    def __post_init__(self) -> None:
+        if min(self.train, self.validation, self.test) < 0 or abs(self.train + self.validation + self.test - 1) > 1e-6:
+            raise ConfigError(f"ingest.split: ratios must be >= 0 and sum to 1; got {self.train}/{self.validation}/{self.test}")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    datasets: tuple[DatasetSpec, ...]
+    heldout: tuple[DatasetSpec, ...] = ()  # general text for leakage and forgetting checks; never split
+    seed: int = 42
+    split: SplitRatios = SplitRatios()
+    # Records whose word-3-gram Jaccard similarity is at least this are one group:
+    # a group never spans two splits, so near-copies cannot leak from train to test.
+    near_dup_threshold: float = 0.8
+    # Fail the step when more than this fraction of a dataset's records is quarantined.
+    max_bad_fraction: float = 0.1
+    time_split: str = "auto"  # auto: by timestamp when every record has one; on; off
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise ConfigError("ingest.datasets: list at least one dataset (path, and format unless it can be detected)")
+        if not 0 < self.near_dup_threshold <= 1:
+            raise ConfigError(f"ingest.near_dup_threshold: must be in (0, 1]; got {self.near_dup_threshold}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"ingest.max_bad_fraction: must be in [0, 1]; got {self.max_bad_fraction}")
+        if self.time_split not in ("auto", "on", "off"):
+            raise ConfigError(f"ingest.time_split: use auto, on or off; got {self.time_split!r}")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    passed: bool
+    out_dir: Path
+    counts: dict[str, int]  # records per split, plus heldout and quarantined
+    datasets: dict[str, dict[str, Any]]  # per dataset: format, rows, good, bad, bad_fraction
+    problems: tuple[str, ...] = ()
+
+
+def load_dataset(spec: DatasetSpec, root: Path = Path(".")) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Canonical records and quarantine entries of one dataset, and the format used."""
+    path = root / spec.path
+    raw = list(read_rows(path))
+    rename = {src: dst for dst, src in spec.columns.items()}
+    rows = [(n, {rename.get(k, k): v for k, v in r.items()} if isinstance(r, dict) else r) for n, r in raw]
+    fmt = spec.format
+    if fmt == "auto":
+        fmt = detect_dataset_format([r for _, r in rows if isinstance(r, dict)], path)
+    tags = {**DEFAULT_TAGS, **spec.tags}
+    good, bad = [], []
+    for n, row in rows:
+        try:
+            if isinstance(row, RecordError):
+                raise row
+            fields = convert(fmt, row, tags)
+            ts = row.get("timestamp")
+            good.append(make_record(dataset=spec.label, source=spec.path, row=n, fmt=fmt,
+                                    timestamp=str(ts) if ts not in (None, "") else None, **fields))  # fmt: skip
+        except RecordError as err:
+            bad.append({"dataset": spec.label, "file": spec.path, "row": n, "field": err.field,
+                        "reason": err.reason, "fix": err.fix, "raw": _snippet(row)})  # fmt: skip
+    return good, bad, fmt
+
+
+def _snippet(row: Any) -> str:
+    text = row.raw if isinstance(row, RecordError) else json.dumps(row, ensure_ascii=False, default=str)
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
+def _unit(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _timestamp(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+
+
+def assign_splits(records: list[dict[str, Any]], cfg: IngestConfig) -> list[str]:
+    """One split name per record; duplicate groups (exact and near) stay together.
+
+    Without timestamps each group's split comes from a seeded hash of its
+    content, so a record keeps its split when more data arrives later. With a
+    timestamp on every record (time_split auto/on) the oldest groups train and
+    the newest test.
+    """
+    if not records:
+        return []
+    labels = duplicate_groups([record_text(r) for r in records], [r["meta"]["hash"] for r in records], cfg.near_dup_threshold)
+    groups: dict[int, list[int]] = {}
+    for i, g in enumerate(labels.tolist()):
+        groups.setdefault(g, []).append(i)
+    times = [_timestamp(r["meta"]["timestamp"]) for r in records]
+    by_time = cfg.time_split == "on" or (cfg.time_split == "auto" and all(t is not None for t in times))
+    if by_time and any(t is None for t in times):
+        missing = next(r for r, t in zip(records, times) if t is None)["meta"]
+        raise ConfigError(f"ingest.time_split=on but {missing['source']} row {missing['row']} has no parseable timestamp")
+    r = cfg.split
+    out = [""] * len(records)
+    if by_time:
+        ordered = sorted(groups.values(), key=lambda g: min(times[i] for i in g))
+        done = 0
+        for g in ordered:
+            frac = done / len(records)
+            name = "train" if frac < r.train else "validation" if frac < r.train + r.validation else "test"
+            for i in g:
+                out[i] = name
+            done += len(g)
+        return out
+    for g in groups.values():
+        u = _unit(cfg.seed, min(records[i]["meta"]["hash"] for i in g))
+        name = "train" if u < r.train else "validation" if u < r.train + r.validation else "test"
+        for i in g:
+            out[i] = name
+    return out
+
+
+def run(cfg: IngestConfig, out_dir: Path, root: Path = Path(".")) -> IngestResult:
+    """Read, map, quarantine and split every dataset; write OUT_DIR atomically."""
+    started = time.time()
+    records: list[dict[str, Any]] = []
+    quarantine: list[dict[str, Any]] = []
+    stats: dict[str, dict[str, Any]] = {}
+    problems = []
+    for spec in cfg.datasets:
+        good, bad, fmt = load_dataset(spec, root)
+        total = len(good) + len(bad)
+        frac = len(bad) / total if total else 1.0
+        stats[spec.label] = {"path": spec.path, "format": fmt, "rows": total, "good": len(good), "quarantined": len(bad),
+                             "bad_fraction": round(frac, 4), "kinds": dict(Counter(r["kind"] for r in good))}  # fmt: skip
+        if frac > cfg.max_bad_fraction:
+            problems.append(f"{spec.path}: {len(bad)} of {total} records quarantined ({frac:.1%}), over "
+                            f"ingest.max_bad_fraction={cfg.max_bad_fraction:.1%}; see quarantine.jsonl")  # fmt: skip
+        records += good
+        quarantine += bad
+    heldout = []
+    for spec in cfg.heldout:
+        good, bad, _ = load_dataset(spec, root)
+        heldout += good
+        quarantine += bad
+    splits = assign_splits(records, cfg)
+    key = lambda r: (r["meta"]["dataset"], r["meta"]["row"])  # noqa: E731
+    tmp = staging_dir(out_dir)
+    counts = {}
+    for name in SPLITS:
+        rows = sorted((rec for rec, s in zip(records, splits) if s == name), key=key)
+        atomic_write_jsonl(tmp / f"{name}.jsonl", rows)
+        counts[name] = len(rows)
+    atomic_write_jsonl(tmp / "heldout.jsonl", heldout)
+    atomic_write_jsonl(tmp / "quarantine.jsonl", quarantine)
+    counts |= {"heldout": len(heldout), "quarantined": len(quarantine)}
+    inputs = {s.label: root / s.path for s in (*cfg.datasets, *cfg.heldout)}
+    outputs = {p.stem: p for p in sorted(tmp.glob("*.jsonl"))}
+    metrics = {"passed": not problems, "counts": counts, "datasets": stats, "problems": problems}
+    write_manifest(tmp, "ingest", cfg, inputs, outputs, metrics, started)
+    publish_dir(tmp, out_dir)
+    return IngestResult(passed=not problems, out_dir=Path(out_dir), counts=counts, datasets=stats, problems=tuple(problems))
+
+
+def print_summary(result: IngestResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ingest")
+    for col in ("dataset", "format", "rows", "good", "quarantined", "bad %"):
+        table.add_column(col)
+    for name, s in result.datasets.items():
+        table.add_row(name, s["format"], str(s["rows"]), str(s["good"]), str(s["quarantined"]), f"{s['bad_fraction']:.1%}")
+    console = Console(stderr=False)
+    console.print(table)
+    console.print(" ".join(f"{k}={v}" for k, v in result.counts.items()) + f"  -> {result.out_dir}")
+    for p in result.problems:
+        console.print(f"[red]FAIL[/red] {p}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m steps.ingest", description=__doc__.split("\n")[0])
+    ap.add_argument("out_dir", type=Path, nargs="?", default=Path("data/prepared"))
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    try:
+        result = run(load_section(IngestConfig, "ingest", args.params), args.out_dir)
+    except (ConfigError, FileError) as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 2
+    print_summary(result)
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
