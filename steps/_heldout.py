@@ -131,7 +131,15 @@ def general_heldout_prompts() -> list[dict[str, Any]]:
 
 
 def write_general_heldout(path: Path | str) -> int:
-    """Write ``general_heldout_rows()`` to ``path`` as JSONL; returns how many rows."""
-    rows = general_heldout_rows()
+    """Write every MT-Bench question to ``path`` as OpenAI-messages JSONL; returns how many rows.
+
+    Questions with reference answers come as whole conversations (perplexity and
+    forgetting need answers); the rest as their first user turn alone, which the
+    leakage gate still guards and evaluation can use as a prompt.
+    """
+    rows = general_heldout_rows() + [
+        {"messages": [{"role": "user", "content": p["prompt"]}], "category": p["category"], "question_id": p["question_id"]}
+        for p in general_heldout_prompts()
+    ]
     atomic_write_jsonl(path, rows)
     return len(rows)

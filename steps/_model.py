@@ -89,6 +89,7 @@ def _converted_smollm2() -> Path:
             return final
         tmp = staging_dir(final)
         try:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
             _convert_gguf(gguf, tmp)
             os.replace(tmp, final)
         except BaseException:
@@ -128,7 +129,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         model.hf_quantizer.remove_quantization_config(model)
     for cfg in (model.config, model.generation_config):
         cfg.eos_token_id, cfg.pad_token_id = tok.eos_token_id, tok.pad_token_id
-    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
     model.save_pretrained(out)
     tok.save_pretrained(out)
 

@@ -64,9 +64,11 @@ def test_every_category_present(rows, prompts):
 def test_write_round_trips(tmp_path, rows):
     out = tmp_path / "sub" / "general_heldout.jsonl"
     n = _heldout.write_general_heldout(out)
-    assert n == len(rows)
+    prompts = _heldout.general_heldout_prompts()
+    assert n == len(rows) + len(prompts) == 80  # every MT-Bench question
     back = read_jsonl(out)
-    assert back == json.loads(json.dumps(rows))
+    assert back[: len(rows)] == json.loads(json.dumps(rows))
+    assert [b["messages"] for b in back[len(rows):]] == [[{"role": "user", "content": p["prompt"]}] for p in prompts]
 
 
 def test_missing_package_says_how_to_install(monkeypatch):
