@@ -28,21 +28,18 @@ NUM_PERM = 128
 SEED = 1
 SHINGLE = 3  # word 3-grams: robust to a changed word, strict enough for short answers
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_CJK = re.compile("[\u3400-\u9fff]")
+# A CJK character alone (no spaces in Chinese: characters are the units), or a run of other word characters.
+_TOKEN = re.compile("[\u3400-\u9fff]|[^\\W\u3400-\u9fff]+")
 _M32 = np.uint64(0xFFFFFFFF)
 _PERMS: dict[tuple[int, int], np.ndarray] = {}
+MAX_FULL_BUCKET = 32  # LSH buckets up to this size compare every pair (see _bucket_pairs)
+
+Shingles = tuple[np.ndarray, np.ndarray]  # (flat hashes, offsets) from shingle_hashes
 
 
 def words(text: str) -> list[str]:
-    """Case- and width-folded word tokens (CJK runs split per character)."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    if _CJK.search(folded) is None:
-        return _WORD.findall(folded)
-    out: list[str] = []
-    for w in _WORD.findall(folded):
-        out.extend(w if _CJK.search(w) else (w,))  # no spaces in Chinese: characters are the units
-    return out
+    """Case- and width-folded word tokens; each CJK character is a token of its own."""
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 class _Vocab(dict):
@@ -105,14 +102,20 @@ def minhash_signatures(
     texts: Sequence[str], num_perm: int = NUM_PERM, seed: int = SEED, n: int = SHINGLE, chunk: int = 1 << 12
 ) -> np.ndarray:
     """MinHash signatures of ``texts``, shape (len(texts), num_perm), uint32."""
-    hashes, offsets = shingle_hashes(texts, n)
+    return signatures_of(shingle_hashes(texts, n), num_perm, seed, chunk)
+
+
+def signatures_of(shingles: Shingles, num_perm: int = NUM_PERM, seed: int = SEED, chunk: int = 1 << 12) -> np.ndarray:
+    """MinHash signatures from shingle hashes already computed (see ``shingle_hashes``)."""
+    hashes, offsets = shingles
+    n_records = len(offsets) - 1
     a, b = permutations(num_perm, seed).astype(np.uint32)
     mixed = _fmix32(hashes.astype(np.uint64)).astype(np.uint32)
-    sigs = np.empty((len(texts), num_perm), dtype=np.uint32)
+    sigs = np.empty((n_records, num_perm), dtype=np.uint32)
     # uint32 arithmetic wraps mod 2**32, exactly datasketch's affine32 scheme.
     # Whole records in chunks of about `chunk` shingles keep the work in cache.
     rec = 0
-    while rec < len(texts):
+    while rec < n_records:
         end = max(int(np.searchsorted(offsets, offsets[rec] + chunk, side="right")) - 1, rec + 1)
         lo, hi = offsets[rec], offsets[end]
         phv = mixed[lo:hi, None] * a[None, :]
@@ -160,9 +163,6 @@ def similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
     return (sig_a == sig_b).mean(axis=-1)
 
 
-Shingles = tuple[np.ndarray, np.ndarray]  # (flat hashes, offsets) from shingle_hashes
-
-
 def exact_jaccard(shingles: Shingles, pairs: np.ndarray) -> np.ndarray:
     """True Jaccard similarity of the shingle sets of each pair (i, j)."""
     hashes, offsets = shingles
@@ -192,27 +192,44 @@ def _verify(sigs: np.ndarray, pairs: np.ndarray, threshold: float, shingles: Shi
     return pairs[sim >= threshold]
 
 
-def candidate_pairs(sigs: np.ndarray, threshold: float, shingles: Shingles | None = None) -> np.ndarray:
-    """Verified near-duplicate pairs (i, j), i < j, within one signature array.
+def _bucket_pairs(keys: np.ndarray, split: int | None) -> np.ndarray:
+    """Pairs of rows sharing a key.
 
-    Each bucket links its members to its first member (a star, not every
-    pair), which keeps a bucket of thousands of near-copies linear.
+    Buckets up to MAX_FULL_BUCKET give every pair; a larger one (thousands of
+    near-copies) gives a star from its first member, and, when ``split`` divides
+    index rows (< split) from query rows, from the first member of each side, so
+    a cross pair is always proposed and the work stays linear.
     """
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    sizes = np.diff(np.r_[starts, len(k)])
+    found = []
+    small = (sizes > 1) & (sizes <= MAX_FULL_BUCKET)
+    for size in np.unique(sizes[small]):
+        members = order[starts[small & (sizes == size)][:, None] + np.arange(size)]  # (buckets, size)
+        ii, jj = np.triu_indices(size, 1)
+        found.append(np.stack([members[:, ii].ravel(), members[:, jj].ravel()], axis=1))
+    for start, size in zip(starts[sizes > MAX_FULL_BUCKET], sizes[sizes > MAX_FULL_BUCKET]):
+        members = np.sort(order[start : start + size])
+        hubs = {members[0]} if split is None else {members[0], members[-1]}  # sorted: a hub on each side
+        for hub in hubs:
+            found.append(np.stack([np.full(size, hub), members], axis=1))
+    return np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
+
+
+def _pairs(sigs: np.ndarray, threshold: float, split: int | None = None) -> np.ndarray:
     bands, rows = lsh_params(threshold, sigs.shape[1])
     keys = _band_keys(sigs, bands, rows)
-    found = []
-    for band in range(bands):
-        order = np.argsort(keys[:, band], kind="stable")
-        k = keys[order, band]
-        new = np.ones(len(k), dtype=bool)
-        new[1:] = k[1:] != k[:-1]
-        head = order[np.maximum.accumulate(np.where(new, np.arange(len(k)), 0))]
-        mask = ~new
-        if mask.any():
-            found.append(np.stack([head[mask], order[mask]], axis=1))
-    if not found:
-        return np.empty((0, 2), dtype=np.int64)
-    return _verify(sigs, np.unique(np.sort(np.concatenate(found), axis=1), axis=0), threshold, shingles)
+    pairs = np.concatenate([_bucket_pairs(keys[:, band], split) for band in range(bands)])
+    pairs = np.sort(pairs, axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return np.unique(pairs, axis=0) if len(pairs) else pairs
+
+
+def candidate_pairs(sigs: np.ndarray, threshold: float, shingles: Shingles | None = None) -> np.ndarray:
+    """Verified near-duplicate pairs (i, j), i < j, within one signature array."""
+    return _verify(sigs, _pairs(sigs, threshold), threshold, shingles)
 
 
 def cross_pairs(
@@ -227,30 +244,11 @@ def cross_pairs(
     if shingles is not None:
         (qh, qo), (ih, io) = shingles
         joined = (np.concatenate([ih, qh]), np.concatenate([io[:-1], qo + io[-1]]))
-    pairs = candidate_pairs_all(both, threshold, joined)
     n = len(index)
-    a, b = pairs[:, 0], pairs[:, 1]
-    cross = (a < n) & (b >= n)  # pairs are sorted, so the index side comes first
-    return np.stack([b[cross] - n, a[cross]], axis=1)
-
-
-def candidate_pairs_all(sigs: np.ndarray, threshold: float, shingles: Shingles | None = None) -> np.ndarray:
-    """Like ``candidate_pairs`` but every member of a bucket with every other (for cross checks)."""
-    bands, rows = lsh_params(threshold, sigs.shape[1])
-    keys = _band_keys(sigs, bands, rows)
-    found = []
-    for band in range(bands):
-        order = np.argsort(keys[:, band], kind="stable")
-        k = keys[order, band]
-        bounds = np.flatnonzero(np.r_[True, k[1:] != k[:-1], True])
-        for s, e in zip(bounds[:-1], bounds[1:]):
-            if e - s > 1:
-                members = np.sort(order[s:e])
-                ii, jj = np.triu_indices(len(members), 1)
-                found.append(np.stack([members[ii], members[jj]], axis=1))
-    if not found:
-        return np.empty((0, 2), dtype=np.int64)
-    return _verify(sigs, np.unique(np.concatenate(found), axis=0), threshold, shingles)
+    pairs = _pairs(both, threshold, split=n)
+    pairs = pairs[(pairs[:, 0] < n) & (pairs[:, 1] >= n)]  # sorted pairs: the index side comes first
+    pairs = _verify(both, pairs, threshold, joined)
+    return np.stack([pairs[:, 1] - n, pairs[:, 0]], axis=1)
 
 
 def union_groups(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -278,14 +276,53 @@ def exact_groups(keys: Sequence[str]) -> np.ndarray:
     return np.array([first.setdefault(k, i) for i, k in enumerate(keys)])
 
 
-def duplicate_groups(texts: Sequence[str], exact_keys: Sequence[str], threshold: float) -> np.ndarray:
-    """Group labels joining exact duplicates (same key) and near-duplicates (Jaccard >= threshold)."""
+def containment(shingles: Shingles, pairs: np.ndarray) -> np.ndarray:
+    """For each pair, the larger of |A & B| / |A| and |A & B| / |B| over the shingle sets."""
+    hashes, offsets = shingles
+    out = np.empty(len(pairs))
+    for k, (i, j) in enumerate(pairs.tolist()):
+        a = set(hashes[offsets[i] : offsets[i + 1]].tolist())
+        b = set(hashes[offsets[j] : offsets[j + 1]].tolist())
+        out[k] = len(a & b) / min(len(a), len(b))
+    return out
+
+
+# Candidates for the n-gram overlap rule come from LSH tuned this low: a pair that
+# shares half its 8-grams has a 3-gram Jaccard well above it unless one side is
+# much longer than the other (that case is left to the validate gate).
+OVERLAP_LSH_THRESHOLD = 0.5
+
+
+def duplicate_groups(
+    texts: Sequence[str],
+    exact_keys: Sequence[str],
+    threshold: float,
+    ngram: int | None = None,
+    max_overlap: float | None = None,
+) -> np.ndarray:
+    """Group labels joining exact duplicates (same key) and near-duplicates.
+
+    Two records are near-duplicates when their word-3-gram Jaccard similarity is
+    at least ``threshold`` or, with ``ngram`` and ``max_overlap`` given, when more
+    than ``max_overlap`` of either one's word ``ngram``-grams appear in the other:
+    the same rules the leakage gate applies, so a split built on these groups
+    passes it.
+    """
     exact = exact_groups(exact_keys)
     reps = np.flatnonzero(exact == np.arange(len(exact)))
-    pairs: np.ndarray | list = []
+    pairs = np.empty((0, 2), dtype=np.int64)
     if len(reps) > 1:
         rep_texts = [texts[i] for i in reps]
-        pairs = candidate_pairs(minhash_signatures(rep_texts), threshold, shingle_hashes(rep_texts))
-    rep_label = union_groups(len(reps), np.asarray(pairs).reshape(-1, 2))
+        shingles = shingle_hashes(rep_texts)
+        sigs = signatures_of(shingles)
+        if ngram and max_overlap is not None:
+            pairs = _pairs(sigs, min(threshold, OVERLAP_LSH_THRESHOLD))
+            if len(pairs):
+                keep = exact_jaccard(shingles, pairs) >= threshold
+                keep |= containment(shingle_hashes(rep_texts, ngram), pairs) > max_overlap
+                pairs = pairs[keep]
+        else:
+            pairs = candidate_pairs(sigs, threshold, shingles)
+    rep_label = union_groups(len(reps), pairs)
     label_of_rep = dict(zip(reps.tolist(), reps[rep_label].tolist()))
     return np.array([label_of_rep[e] for e in exact.tolist()])

@@ -71,9 +71,13 @@ class IngestConfig:
     heldout: tuple[DatasetSpec, ...] = ()  # general text for leakage and forgetting checks; never split
     seed: int = 42
     split: SplitRatios = SplitRatios()
-    # Records whose word-3-gram Jaccard similarity is at least this are one group:
-    # a group never spans two splits, so near-copies cannot leak from train to test.
-    near_dup_threshold: float = 0.8
+    # Records the leakage gate would call a leak of each other form one group, and a group
+    # never spans two splits: word-3-gram Jaccard >= leak_threshold, or more than
+    # max_ngram_overlap of either record's word n-grams found in the other. These three keys
+    # live under base: so ingest and validate apply one rule.
+    leak_threshold: float = 0.8
+    ngram: int = 8
+    max_ngram_overlap: float = 0.5
     # Fail the step when more than this fraction of a dataset's records is quarantined.
     max_bad_fraction: float = 0.1
     time_split: str = "auto"  # auto: by timestamp when every record has one; on; off
@@ -81,8 +85,10 @@ class IngestConfig:
     def __post_init__(self) -> None:
         if not self.datasets:
             raise ConfigError("ingest.datasets: list at least one dataset (path, and format unless it can be detected)")
-        if not 0 < self.near_dup_threshold <= 1:
-            raise ConfigError(f"ingest.near_dup_threshold: must be in (0, 1]; got {self.near_dup_threshold}")
+        if not 0 < self.leak_threshold <= 1:
+            raise ConfigError(f"base.leak_threshold: must be in (0, 1]; got {self.leak_threshold}")
+        if not 0 <= self.max_ngram_overlap <= 1 or self.ngram < 1:
+            raise ConfigError(f"base.ngram/max_ngram_overlap: need ngram >= 1 and overlap in [0, 1]; got {self.ngram}, {self.max_ngram_overlap}")
         if not 0 <= self.max_bad_fraction <= 1:
             raise ConfigError(f"ingest.max_bad_fraction: must be in [0, 1]; got {self.max_bad_fraction}")
         if self.time_split not in ("auto", "on", "off"):
@@ -155,7 +161,13 @@ def assign_splits(records: list[dict[str, Any]], cfg: IngestConfig) -> list[str]
     """
     if not records:
         return []
-    labels = duplicate_groups([record_text(r) for r in records], [r["meta"]["hash"] for r in records], cfg.near_dup_threshold)
+    labels = duplicate_groups(
+        [record_text(r) for r in records],
+        [r["meta"]["hash"] for r in records],
+        cfg.leak_threshold,
+        cfg.ngram,
+        cfg.max_ngram_overlap,
+    )
     groups: dict[int, list[int]] = {}
     for i, g in enumerate(labels.tolist()):
         groups.setdefault(g, []).append(i)
