@@ -169,12 +169,14 @@ def run_validate(prepared: Path, out: Path) -> tuple[float, dict]:
 
 def leak_flags(validate, prepared: Path) -> set[int]:
     """Rows (meta.row) of train records the leakage gate flags; the report keeps only examples, so this
-    reruns validate's own leakage_columns on the same splits (untimed)."""
-    splits = validate.load_splits(prepared)
-    df = validate.record_frame(splits)
-    texts = [validate.content_text(r) for recs in splits.values() for r in recs]
+    reruns validate's own leakage_columns (steps/_gates.py) on the same splits (untimed)."""
+    from steps import _gates
+
+    splits = _gates.load_splits(prepared)
+    df = _gates.record_frame(splits)
+    texts = [_gates.content_text(r) for recs in splits.values() for r in recs]
     train, evals = df.index[df.split == "train"], df.index[df.split != "train"]
-    validate.leakage_columns(df, train, evals, texts, minhash_signatures(texts), {}, validate.ValidateConfig())
+    _gates.leakage_columns(df, train, evals, texts, minhash_signatures(texts), {}, validate.ValidateConfig())
     return set(df.loc[train][df.loc[train, "leaked"] == 1]["row"].astype(int).tolist())
 
 

@@ -9,23 +9,19 @@ from __future__ import annotations
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
+from expectations._suite import at_most, suite
+
 NAME = "dedup"
 PARAMETERS = ("max_exact_dup_fraction", "max_near_dup_fraction")
 
 
 def build() -> gx.ExpectationSuite:
-    return gx.ExpectationSuite(
-        name=NAME,
-        expectations=[
-            gxe.ExpectColumnMeanToBeBetween(
-                column="exact_dup", min_value=0, max_value={"$PARAMETER": "max_exact_dup_fraction"},
-                description="Fraction of train records that repeat an earlier one exactly (meta.hash)",
-                meta={"field": "meta.hash", "fix": "rerun ingest (it drops exact copies) or remove the copies"},
-            ),
-            gxe.ExpectColumnMeanToBeBetween(
-                column="near_dup", min_value=0, max_value={"$PARAMETER": "max_near_dup_fraction"},
-                description="Fraction of train records that nearly repeat an earlier one (MinHash Jaccard)",
-                meta={"field": "messages", "fix": "deduplicate near-copies (templated rows?) or raise validate.max_near_dup_fraction"},
-            ),
-        ],
+    return suite(
+        NAME,
+        at_most(gxe.ExpectColumnMeanToBeBetween, "exact_dup", "max_exact_dup_fraction",
+                "Fraction of train records that repeat an earlier one exactly (meta.hash)", "meta.hash",
+                "rerun ingest (it drops exact copies) or remove the copies"),
+        at_most(gxe.ExpectColumnMeanToBeBetween, "near_dup", "max_near_dup_fraction",
+                "Fraction of train records that nearly repeat an earlier one (MinHash Jaccard)", "messages",
+                "deduplicate near-copies (templated rows?) or raise validate.max_near_dup_fraction"),
     )

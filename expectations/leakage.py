@@ -10,18 +10,13 @@ from __future__ import annotations
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
+from expectations._suite import at_most, suite
+
 NAME = "leakage"
 PARAMETERS = ("max_leaked",)
 
 
 def build() -> gx.ExpectationSuite:
-    return gx.ExpectationSuite(
-        name=NAME,
-        expectations=[
-            gxe.ExpectColumnSumToBeBetween(
-                column="leaked", min_value=0, max_value={"$PARAMETER": "max_leaked"},
-                description="Train records that leak validation/test/held-out text",
-                meta={"field": "messages", "fix": "remove the record from train (rerun ingest: near-duplicate groups stay in one split)"},
-            ),
-        ],
-    )
+    return suite(NAME, at_most(gxe.ExpectColumnSumToBeBetween, "leaked", "max_leaked",
+                               "Train records that leak validation/test/held-out text", "messages",
+                               "remove the record from train (rerun ingest: near-duplicate groups stay in one split)"))

@@ -10,18 +10,13 @@ from __future__ import annotations
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
+from expectations._suite import at_most, suite
+
 NAME = "pii"
 PARAMETERS = ("max_pii_findings",)
 
 
 def build() -> gx.ExpectationSuite:
-    return gx.ExpectationSuite(
-        name=NAME,
-        expectations=[
-            gxe.ExpectColumnSumToBeBetween(
-                column="pii_findings", min_value=0, max_value={"$PARAMETER": "max_pii_findings"},
-                description="Emails, phone numbers, national ids, card numbers and secrets found",
-                meta={"field": "content", "fix": "remove the personal data at the source, or set validate.pii_action: mask"},
-            ),
-        ],
-    )
+    return suite(NAME, at_most(gxe.ExpectColumnSumToBeBetween, "pii_findings", "max_pii_findings",
+                               "Emails, phone numbers, national ids, card numbers and secrets found", "content",
+                               "remove the personal data at the source, or set validate.pii_action: mask"))
