@@ -63,6 +63,19 @@ def validate(
     raise typer.Exit(step.main([str(prepared_dir), str(out_dir), "--params", params]))
 
 
+@app.command("train")
+def train_cmd(
+    data_dir: Path = typer.Argument(Path("data/validated"), help="validate's output folder."),
+    out_dir: Path = typer.Argument(Path("models/train"), help="Output: model or adapter, tokenizer, template, manifest."),
+    params: str = PARAMS,
+) -> None:
+    """Fine-tune the base model: stage (sft, pt, cls, dpo, kto, orpo, rm, grpo, rloo) and method (full, freeze,
+    lora, qlora, dora, prefix, prompt, ia3) from params.yaml; resumable, tracked in W&B (offline by default)."""
+    from steps import train as step
+
+    raise typer.Exit(step.main([str(data_dir), str(out_dir), "--params", params]))
+
+
 @app.command("base-model")
 def base_model(spec: str = typer.Argument(None, help="Model id or path; default: base.base_model from params.")) -> None:
     """Resolve the base model (converting the embedded SmolLM2 GGUF once into a local cache) and print its folder."""
@@ -78,11 +91,15 @@ def base_model(spec: str = typer.Argument(None, help="Model id or path; default:
 
 
 @app.command()
-def run(params: str = PARAMS, data_dir: str = typer.Option("data", help="Where the steps write their outputs.")) -> None:
+def run(
+    params: str = PARAMS,
+    data_dir: str = typer.Option("data", help="Where the data steps write their outputs."),
+    models_dir: str = typer.Option("models", help="Where the model steps write their outputs."),
+) -> None:
     """Run the whole retrain flow under Prefect (its ephemeral local server unless PREFECT_API_URL is set)."""
     from flows.retrain import retrain
 
-    state = retrain(params=params, data_dir=data_dir, return_state=True)
+    state = retrain(params=params, data_dir=data_dir, models_dir=models_dir, return_state=True)
     typer.echo(f"retrain: {state.name}: {state.message or ''}")
     raise typer.Exit(0 if state.is_completed() else 1)
 

@@ -14,22 +14,23 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed
 
-from steps import ingest, validate
+from steps import ingest, train, validate
 from steps._config import load_section, read_params
 
 # One task per step, named as in dvc.yaml; tests keep this list equal to dvc.yaml's stages.
 TASKS = {
     "ingest": task(name="ingest", cache_policy=NO_CACHE, persist_result=False)(ingest.run),
     "validate": task(name="validate", cache_policy=NO_CACHE, persist_result=False)(validate.run),
+    "train": task(name="train", cache_policy=NO_CACHE, persist_result=False)(train.run),
 }
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(params: str = "params.yaml", data_dir: str = "data"):
-    """Run the pipeline on params.yaml's settings; data lands under ``data_dir``."""
+def retrain(params: str = "params.yaml", data_dir: str = "data", models_dir: str = "models"):
+    """Run the pipeline on params.yaml's settings; data lands under ``data_dir``, models under ``models_dir``."""
     values = read_params(params)
     data = Path(data_dir)
-    prepared, validated = data / "prepared", data / "validated"
+    prepared, validated, trained = data / "prepared", data / "validated", Path(models_dir) / "train"
 
     ingested = TASKS["ingest"](load_section(ingest.IngestConfig, "ingest", values), prepared)
     if not ingested.passed:
@@ -40,4 +41,5 @@ def retrain(params: str = "params.yaml", data_dir: str = "data"):
         reasons = [f"{name}: {g.get('reason', 'failed')}" for name, g in checked.gates.items() if not g["passed"]]
         return Failed(message="data gates failed: " + "; ".join(reasons) + f" (report: {checked.report_path})")
 
-    return Completed(message=f"validated data in {validated}", data={"prepared": str(prepared), "validated": str(validated)})
+    TASKS["train"](load_section(train.TrainConfig, "train", values), validated, trained)
+    return Completed(message=f"trained model in {trained}")

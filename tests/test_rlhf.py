@@ -13,7 +13,6 @@ import json
 import pytest
 
 from steps._config import ConfigError
-from steps._model import ModelError
 from steps._schema import make_record
 from tests.tiny import save_tiny_model, tiny_causal_lm, tiny_seq_cls, tiny_tokenizer
 
@@ -216,19 +215,15 @@ def test_online_rl_rewarded_by_the_rm_output(stage, method, rm_run, tok, tmp_pat
     assert any("eval_reward" in row for row in trainer.state.log_history)
 
 
-# init_from a LoRA sft output: steps._model.ensure_local_model rejects a folder without config.json
-# before steps._builders._merged_start can merge the adapter; strict, so the fix turns this red.
-LORA_INIT_BUG = pytest.mark.xfail(strict=True, raises=ModelError, reason="init_from an adapter folder is rejected (no config.json)")
-
-
 @pytest.mark.integration
-@pytest.mark.parametrize("sft_method", ["full", pytest.param("lora", marks=LORA_INIT_BUG)])
-def test_chain_sft_rm_grpo_from_params_alone(sft_method, base_dir, tmp_path):
+@pytest.mark.parametrize("sft_method", ["full", "lora"])
+def test_chain_sft_rm_grpo_from_params_alone(sft_method, base_dir, tmp_path, monkeypatch):
     """steps.train.run three times, configured only through params: sft, then rm (LoRA) and grpo
     (LoRA) starting from the sft output, grpo scored by the rm output (an adapter on the sft model)."""
     from steps._config import load_section
     from steps._io import atomic_write_jsonl
 
+    monkeypatch.setenv("TUNEGATE_CACHE", str(tmp_path / "cache"))  # merged adapters land here, not in ~/.cache
     data = tmp_path / "data"
     records = sft_records() + preference_records()
     atomic_write_jsonl(data / "train.jsonl", records)
