@@ -37,6 +37,13 @@ def digests(paths: dict[str, Path | str]) -> dict[str, str | None]:
     return {name: (path_digest(p) if Path(p).exists() else None) for name, p in paths.items()}
 
 
+def _relative(path: Path | str, root: Path | str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
+
+
 def write_manifest(
     out_dir: Path | str,
     step: str,
@@ -56,7 +63,9 @@ def write_manifest(
         "python": platform.python_version(),
         "inputs": {k: str(v) for k, v in inputs.items()},
         "input_digests": digests(inputs),
-        "outputs": {k: str(v) for k, v in outputs.items()},
+        # Outputs inside out_dir are named relative to it: a step writes into a staging folder
+        # that is renamed into place afterwards, and the names stay true after the rename.
+        "outputs": {k: _relative(v, out_dir) for k, v in outputs.items()},
         "output_digests": digests(outputs),
         "metrics": metrics,
         "wall_time_s": round(time.time() - started, 3),
