@@ -159,8 +159,7 @@ def test_two_cpu_processes_gloo_train_and_publish_once(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["step"] == "train" and manifest["metrics"]["steps"] == STEPS
     assert "adapter_model.safetensors" in manifest["outputs"]
-    if "world_size" in manifest["metrics"]:  # recorded once train.py writes it
-        assert manifest["metrics"]["world_size"] == WORLD
+    assert manifest["metrics"]["world_size"] == WORLD
     state = json.loads((out / "checkpoints" / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
     assert state["global_step"] == STEPS
     epoch = max(h["epoch"] for h in state["log_history"] if "loss" in h)

@@ -1,0 +1,78 @@
+"""What a finished run leaves: the metrics for its manifest and the files to serve the model with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from steps._adapters import count_params
+from steps._builders import SEQ_CLS_STAGES, on_gpu, resolve_precision
+from steps._trainer import packs
+
+
+def train_metrics(cfg: Any, trainer: Any, output: Any, final_eval: dict[str, Any]) -> dict[str, Any]:
+    """Loss curve summary, eval loss, parameter counts, throughput and peak memory of a finished run."""
+    import resource
+
+    import torch
+
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    runtime = output.metrics.get("train_runtime") or 0.0
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    trainable, total = count_params(trainer.model)
+    if on_gpu():
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    metrics = {
+        "train_loss": {"first": _r(losses[0]) if losses else None, "last": _r(losses[-1]) if losses else None,
+                       "min": _r(min(losses)) if losses else None, "logged": len(losses)},  # fmt: skip
+        "eval_loss": _r(final_eval.get("eval_loss")),
+        "steps": trainer.state.global_step,
+        "trainable_params": int(trainable),
+        "total_params": int(total),
+        "train_runtime_s": round(runtime, 3),
+        "tokens_seen": tokens,
+        "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
+        "peak_memory_mb": round(peak_mb, 1),
+        "peak_memory_kind": "cuda_max_allocated" if on_gpu() else "process_max_rss",
+        "device": "cuda" if on_gpu() else "cpu",
+        "precision": resolve_precision(cfg),
+        "packing": packs(cfg),
+    }
+    ds = trainer.train_dataset
+    if packs(cfg) and ds is not None and len(ds):
+        used = sum(len(ids) for ids in ds["input_ids"])
+        metrics["padding_efficiency"] = round(used / (len(ds) * cfg.max_length), 4)  # filled share of packed rows
+    return metrics
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 5)
+
+
+def save_outputs(cfg: Any, trainer: Any, tokenizer: Any, out_dir: Path) -> None:
+    """Final model (adapter for PEFT, full weights otherwise), tokenizer, chat template, generation config."""
+    out_dir = Path(out_dir)
+    trainer.save_model(str(out_dir))  # every rank: FSDP/DeepSpeed gather the weights; only the main one writes
+    if not trainer.args.should_save:
+        return
+    tokenizer.save_pretrained(str(out_dir))
+    if tokenizer.chat_template and not (out_dir / "chat_template.jinja").is_file():
+        (out_dir / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+    model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    if cfg.stage in SEQ_CLS_STAGES:
+        (out_dir / "labels.json").write_text(json.dumps(model.config.id2label, indent=2) + "\n", encoding="utf-8")
+        return
+    gen = model.generation_config
+    eot = _end_of_turn_id(tokenizer)
+    gen.eos_token_id = eot if eot == tokenizer.eos_token_id else [eot, tokenizer.eos_token_id]
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.save_pretrained(str(out_dir))
+
+
+def _end_of_turn_id(tokenizer: Any) -> int:
+    from steps._template import end_of_turn_id
+
+    return end_of_turn_id(tokenizer) if tokenizer.chat_template else tokenizer.eos_token_id
