@@ -1,6 +1,6 @@
 """The trainer for a stage, and the run around it: seeds, deterministic kernels, W&B tracking.
 
-``build_trainer`` is the one switch on ``stage``: SFTTrainer for sft/pt, Trainer for cls,
+``build_trainer`` is the one switch on ``stage``: SFTTrainer (``steps._sft_loss``) for sft/pt, Trainer for cls,
 ``steps._rlhf`` for the preference and RL stages; model, adapter and schedule come from
 ``steps._builders`` and ``steps._adapters`` so every stage builds them the same way.
 """
@@ -86,9 +86,10 @@ def packs(cfg: Any) -> bool:
 
 
 def _lm_trainer(cfg: Any, model: Any, tokenizer: Any, train: list, evals: list, common: dict, peft_config: Any) -> tuple[Any, dict]:
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from steps import _data
+    from steps._sft_loss import SelectiveLossSFTTrainer
 
     stats: dict[str, Any] = {}
     if cfg.stage == "sft":
@@ -101,8 +102,9 @@ def _lm_trainer(cfg: Any, model: Any, tokenizer: Any, train: list, evals: list, 
     # Labels come from steps._data (assistant-only masks included), so TRL gets input_ids/labels and
     # only packs them: BFD packing is padding-free, and position_ids restart at each example, which
     # transformers 5 turns into block-diagonal attention (no attention across examples).
+    # SelectiveLossSFTTrainer (steps._sft_loss): the same loss, with logits only at trained positions.
     args = SFTConfig(**common, max_length=cfg.max_length, packing=packs(cfg), packing_strategy="bfd", assistant_only_loss=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=build(train, "train"), processing_class=tokenizer,
+    trainer = SelectiveLossSFTTrainer(model=model, args=args, train_dataset=build(train, "train"), processing_class=tokenizer,
                          eval_dataset=build(evals, "validation") if evals else None, peft_config=peft_config)  # fmt: skip
     return trainer, stats
 
@@ -150,6 +152,13 @@ def tracking_env(cfg: Any) -> None:
         os.environ.setdefault("WANDB_PROJECT", "tunegate")
         if not os.environ.get("WANDB_API_KEY"):
             os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def tracking_dir() -> str | None:
+    """The active W&B run's folder, if one runs."""
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None) if wandb else None
+    return str(Path(run.dir).parent) if run is not None else None
 
 
 def finish_tracking() -> str | None:

@@ -26,6 +26,7 @@ from steps._config import ConfigError, load_section
 from steps._io import publish_dir
 from steps._manifest import write_manifest
 from steps._model import DEFAULT_BASE_MODEL, ModelError
+from steps._tracking import log_lineage
 
 STAGES = ("sft", "pt", "cls", "dpo", "kto", "orpo", "rm", "grpo", "rloo", "ppo")
 METHODS = ("full", "freeze", "lora", "qlora", "dora", "prefix", "prompt", "ia3")
@@ -172,9 +173,11 @@ def run(cfg: TrainConfig, data_dir: Path | str, out_dir: Path | str, callbacks: 
         metrics = O.train_metrics(cfg, trainer, output, final_eval) | {"data": data_stats, "world_size": trainer.args.world_size}
         metrics["resume"] = {"from_step": int(resume.name.split("-")[-1]) if resume else None, **note}
         O.save_outputs(cfg, trainer, tokenizer, work)
-        metrics["tracking_dir"] = T.finish_tracking()
+        metrics["tracking_dir"] = T.tracking_dir()
         if main_rank:
             _publish(cfg, work, out_dir, inputs, metrics, started)
+            log_lineage(cfg, data_dir, inputs, out_dir)  # after publishing: the model files are in place
+        T.finish_tracking()
         trainer.accelerator.wait_for_everyone()  # no rank returns before OUT_DIR is in place
     except BaseException:
         T.finish_tracking()
