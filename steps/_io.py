@@ -42,8 +42,8 @@ def atomic_write_jsonl(path: Path | str, rows: Iterable[dict[str, Any]]) -> Path
     return atomic_write_text(path, body)
 
 
-def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
-    """Read a JSONL file written by a step (trusted: a bad line is a bug, and says where)."""
+def read_jsonl(path: Path | str, fix: str = "rerun the step that wrote it") -> list[dict[str, Any]]:
+    """Read a JSONL file a step wrote or a package shipped (a bad line is a bug: the error says where and ``fix``)."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -51,7 +51,7 @@ def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg}); rerun the step that wrote it") from exc
+                    raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg}); {fix}") from exc
     return rows
 
 
