@@ -98,6 +98,7 @@ def peak_memory_mb() -> float:
 
 def probe():
     """A TrainerCallback that times the training loop, counts what the model is fed and keeps the model."""
+    import torch
     from transformers import TrainerCallback
 
     class Probe(TrainerCallback):
@@ -113,7 +114,10 @@ def probe():
             self.forwards += 1
             self.slots += ids.numel()
             self.real += int(mask.sum()) if mask is not None else ids.numel()
-            self.trained += int((labels != IGNORE).sum()) if labels is not None else 0
+            if labels is not None:
+                self.trained += int((labels != IGNORE).sum())
+            elif isinstance(keep := kwargs.get("logits_to_keep"), torch.Tensor):  # steps._sft_loss: trained positions only
+                self.trained += keep.numel()
 
         def on_train_begin(self, args, state, control, model=None, **kw):
             self.model, self.hook = model, model.register_forward_pre_hook(self._count, with_kwargs=True)
