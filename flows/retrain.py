@@ -25,7 +25,7 @@ TASKS = {
 }
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain")  # library prints stay prints, not flow logs
 def retrain(params: str = "params.yaml", data_dir: str = "data", models_dir: str = "models"):
     """Run the pipeline on params.yaml's settings; data lands under ``data_dir``, models under ``models_dir``."""
     values = read_params(params)

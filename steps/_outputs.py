@@ -59,6 +59,14 @@ def save_outputs(cfg: Any, trainer: Any, tokenizer: Any, out_dir: Path) -> None:
     if not trainer.args.should_save:
         return
     tokenizer.save_pretrained(str(out_dir))
+    save_serving_files(cfg, trainer, tokenizer, out_dir)
+
+
+def save_serving_files(cfg: Any, trainer: Any, tokenizer: Any, out_dir: Path) -> None:
+    """What serving needs beside the weights and tokenizer: the chat template and the generation
+    config (eos = the template's end-of-turn token), or labels.json for classifiers. Written into
+    the final folder and into every checkpoint, so any checkpoint serves the way it was trained."""
+    out_dir = Path(out_dir)
     if tokenizer.chat_template and not (out_dir / "chat_template.jinja").is_file():
         (out_dir / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
     model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model

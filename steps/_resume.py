@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,11 @@ def mark_complete(ckpt: Path) -> None:
         os.close(fd)
 
 
-def complete_marker() -> Any:
-    """A ``TrainerCallback`` that marks each checkpoint complete once the Trainer has written it."""
+def complete_marker(before_mark: Callable[[Path], None] | None = None) -> Any:
+    """A ``TrainerCallback`` that marks each checkpoint complete once the Trainer has written it.
+
+    ``before_mark(folder)``, run on the main process first, adds files of our own to the checkpoint.
+    """
     from transformers import TrainerCallback
 
     class CompleteMarker(TrainerCallback):
@@ -161,7 +165,10 @@ def complete_marker() -> Any:
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
                 dist.barrier()  # every rank has written its RNG state (and shards) before the folder is marked
             if args.should_save:
-                mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if before_mark is not None:
+                    before_mark(folder)
+                mark_complete(folder)
 
     return CompleteMarker()
 

@@ -166,7 +166,8 @@ def run(cfg: TrainConfig, data_dir: Path | str, out_dir: Path | str, callbacks: 
             trainer, tokenizer, data_stats = T.build_trainer(cfg, train_records, eval_records, work)
             trainer.accelerator.wait_for_everyone()  # every rank resumes from what the main rank kept
             resume = R.resume_point(work)
-            for callback in (R.complete_marker(), *callbacks):
+            serving_files = lambda folder: O.save_serving_files(cfg, trainer, tokenizer, folder)  # noqa: E731
+            for callback in (R.complete_marker(before_mark=serving_files), *callbacks):
                 trainer.add_callback(callback)
             output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
             final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}

@@ -101,6 +101,9 @@ def check_common(metrics: dict, snap: Snapshot, out: Path, generative: bool = Tr
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "manifest.json"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    for ckpt in (out / "checkpoints").glob("checkpoint-*"):  # every checkpoint serves the way it was trained
+        wanted = ("tokenizer.json", "chat_template.jinja") + (("generation_config.json",) if generative else ())
+        assert all((ckpt / name).is_file() for name in wanted), sorted(p.name for p in ckpt.iterdir())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["step"] == "train" and manifest["metrics"]["train_loss"] == metrics["train_loss"]
     assert not list(out.parent.glob(f".{out.name}.*"))  # the staging folder was swapped in, none left over
