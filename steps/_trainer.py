@@ -169,4 +169,6 @@ def finish_tracking() -> str | None:
         return None
     where = str(Path(run.dir).parent)
     wandb.finish()
+    if hasattr(wandb, "teardown"):
+        wandb.teardown()  # the next run in this process (a worker, a test session) rereads WANDB_* settings
     return where
