@@ -11,10 +11,8 @@ written. Exit code 1 when a dataset's bad fraction is over the threshold.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,7 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from steps._config import ConfigError, load_section
+from steps._cli import step_main
+from steps._config import ConfigError
 from steps._dedup import duplicate_groups
 from steps._formats import DEFAULT_TAGS, FORMATS, FileError, RecordError, convert, detect_dataset_format, read_rows
 from steps._io import atomic_write_jsonl, publish_dir, staging_dir
@@ -254,19 +253,14 @@ def print_summary(result: IngestResult) -> None:
         console.print(f"[red]FAIL[/red] {p}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m steps.ingest", description=__doc__.split("\n")[0])
-    ap.add_argument("out_dir", type=Path, nargs="?", default=Path("data/prepared"))
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    try:
-        result = run(load_section(IngestConfig, "ingest", args.params), args.out_dir)
-    except (ConfigError, FileError) as exc:
-        print(f"ingest: {exc}", file=sys.stderr)
-        return 2
+def _report(result: IngestResult) -> int:
     print_summary(result)
     return 0 if result.passed else 1
 
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main(argv, step="ingest", doc=__doc__, config=IngestConfig, paths={"out_dir": Path("data/prepared")},
+                     run=run, report=_report, errors=(ConfigError, FileError))  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -11,9 +11,7 @@ preference and RL stages come from steps._rlhf.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,8 @@ from typing import Any
 from steps import _outputs as O
 from steps import _resume as R
 from steps import _trainer as T
-from steps._config import ConfigError, load_section
+from steps._cli import step_main
+from steps._config import ConfigError
 from steps._io import publish_dir
 from steps._manifest import write_manifest
 from steps._model import DEFAULT_BASE_MODEL, ModelError
@@ -204,26 +203,21 @@ def _publish(cfg: TrainConfig, work: Path, out_dir: Path, inputs: dict[str, Path
     publish_dir(work, out_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m steps.train", description=__doc__.split("\n")[0])
-    ap.add_argument("data_dir", type=Path, nargs="?", default=Path("data/validated"))
-    ap.add_argument("out_dir", type=Path, nargs="?", default=Path("models/train"))
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    from steps._data import DataError
-    from steps._template import TemplateError
-
-    try:
-        result = run(load_section(TrainConfig, "train", args.params), args.data_dir, args.out_dir)
-    except (ConfigError, ModelError, TemplateError, DataError) as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return 2
+def _report(result: TrainResult) -> int:
     m = result.metrics
     if is_main_rank():
         print(f"train: loss {m['train_loss']['first']} -> {m['train_loss']['last']}, eval_loss {m.get('eval_loss')}, "
               f"{m['trainable_params']}/{m['total_params']} params trained -> {result.out_dir}")  # fmt: skip
     return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    from steps._data import DataError
+    from steps._template import TemplateError
+
+    paths = {"data_dir": Path("data/validated"), "out_dir": Path("models/train")}
+    return step_main(argv, step="train", doc=__doc__, config=TrainConfig, paths=paths, run=run, report=_report,
+                     errors=(ConfigError, ModelError, TemplateError, DataError))  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(main())

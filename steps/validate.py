@@ -12,8 +12,6 @@ under ``data_docs/`` and ``manifest.json``.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +20,8 @@ from typing import Any
 import pandas as pd
 
 from steps import _dedup
-from steps._config import ConfigError, load_section
+from steps._cli import step_main
+from steps._config import ConfigError
 # The per-record feature columns live in steps/_gates.py; tests call format_problems and count_tokens from here.
 from steps._gates import (EXAMPLES, InputError, content_text, count_tokens, dedup_columns, format_columns,  # noqa: F401
                           format_problems, leakage_columns, load_splits, load_tokenizer, pii_columns, record_frame)
@@ -200,20 +199,15 @@ def print_summary(result: ValidateResult) -> None:
     console.print(f"{'PASSED' if result.passed else 'FAILED'}  report: {result.report_path}  data docs: {result.data_docs_path}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m steps.validate", description=__doc__.split("\n")[0])
-    ap.add_argument("prepared_dir", type=Path, nargs="?", default=Path("data/prepared"))
-    ap.add_argument("out_dir", type=Path, nargs="?", default=Path("data/validated"))
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    try:
-        result = run(load_section(ValidateConfig, "validate", args.params), args.prepared_dir, args.out_dir)
-    except (ConfigError, ModelError) as exc:
-        print(f"validate: {exc}", file=sys.stderr)
-        return 2
+def _report(result: ValidateResult) -> int:
     print_summary(result)
     return 0 if result.passed else 1
 
+
+def main(argv: list[str] | None = None) -> int:
+    paths = {"prepared_dir": Path("data/prepared"), "out_dir": Path("data/validated")}
+    return step_main(argv, step="validate", doc=__doc__, config=ValidateConfig, paths=paths, run=run,
+                     report=_report, errors=(ConfigError, ModelError))  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(main())
