@@ -1,7 +1,7 @@
 """Which parameters train: PEFT configs (one switch on ``method``) and the freeze method.
 
 ``build_peft_config`` and ``apply_freeze`` are shared by ``steps._trainer`` (stages sft, pt,
-cls) and ``steps._rlhf`` (preference and RL stages); ``steps._builders`` re-exports them.
+cls) and ``steps._rlhf`` (preference and RL stages).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Builders that turn a ``TrainConfig`` into library objects: model, quantisation, schedule.
 
-``build_quant_config``, ``build_model`` and ``common_args`` (with ``build_peft_config`` and
-``apply_freeze`` from ``steps._adapters``, re-exported here) are shared by ``steps._trainer``
+``build_quant_config``, ``build_model`` and ``common_args`` (PEFT configs and freezing live in
+``steps._adapters``) are shared by ``steps._trainer``
 (stages sft, pt, cls) and ``steps._rlhf`` (preference and RL stages), so every stage loads,
 quantises, adapts and schedules a model the same way. Anchor: trl ``trl/trainer/utils.py``
 ``get_quantization_config``. The trainer itself is built in ``steps._trainer``.
@@ -14,23 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from steps._adapters import PEFT_METHODS, apply_freeze, build_peft_config, count_params, linear_module_names  # noqa: F401
 from steps._model import ModelError, ensure_local_model
 
 SEQ_CLS_STAGES = ("cls", "rm")
 # Existing tokens that can pad when the tokenizer pads with eos; never a new token (that would resize embeddings).
 _SPARE_PADS = ("<|pad|>", "<pad>", "[PAD]", "<|finetune_right_pad_id|>", "<|endoftext|>")
-# Moved to steps._trainer and steps._outputs; still importable from here (module __getattr__, no import cycle).
-_MOVED = {name: "_trainer" for name in ("build_trainer", "check_chat_sample", "resolve_chat_template", "packs", "deterministic",
-                                        "tracking_env", "finish_tracking")} | {"train_metrics": "_outputs", "save_outputs": "_outputs"}  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"steps.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def on_gpu() -> bool:

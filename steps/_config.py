@@ -103,8 +103,3 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected int, got {value!r}")
     return value
-
-
-def as_dict(cfg: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass, for manifests."""
-    return dataclasses.asdict(cfg)

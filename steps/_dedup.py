@@ -163,8 +163,8 @@ def similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
     return (sig_a == sig_b).mean(axis=-1)
 
 
-def exact_jaccard(shingles: Shingles, pairs: np.ndarray) -> np.ndarray:
-    """True Jaccard similarity of the shingle sets of each pair (i, j)."""
+def _pair_overlap(shingles: Shingles, pairs: np.ndarray, denominator) -> np.ndarray:
+    """|A & B| / denominator(A, B) for the shingle sets of each pair (i, j); each set is built once."""
     hashes, offsets = shingles
     sets: dict[int, set[int]] = {}
 
@@ -176,8 +176,13 @@ def exact_jaccard(shingles: Shingles, pairs: np.ndarray) -> np.ndarray:
     out = np.empty(len(pairs))
     for k, (i, j) in enumerate(pairs.tolist()):
         a, b = get(i), get(j)
-        out[k] = len(a & b) / len(a | b)
+        out[k] = len(a & b) / denominator(a, b)
     return out
+
+
+def exact_jaccard(shingles: Shingles, pairs: np.ndarray) -> np.ndarray:
+    """True Jaccard similarity of the shingle sets of each pair (i, j)."""
+    return _pair_overlap(shingles, pairs, lambda a, b: len(a | b))
 
 
 def _verify(sigs: np.ndarray, pairs: np.ndarray, threshold: float, shingles: Shingles | None) -> np.ndarray:
@@ -278,13 +283,7 @@ def exact_groups(keys: Sequence[str]) -> np.ndarray:
 
 def containment(shingles: Shingles, pairs: np.ndarray) -> np.ndarray:
     """For each pair, the larger of |A & B| / |A| and |A & B| / |B| over the shingle sets."""
-    hashes, offsets = shingles
-    out = np.empty(len(pairs))
-    for k, (i, j) in enumerate(pairs.tolist()):
-        a = set(hashes[offsets[i] : offsets[i + 1]].tolist())
-        b = set(hashes[offsets[j] : offsets[j + 1]].tolist())
-        out[k] = len(a & b) / min(len(a), len(b))
-    return out
+    return _pair_overlap(shingles, pairs, lambda a, b: min(len(a), len(b)))
 
 
 # Candidates for the n-gram overlap rule come from LSH tuned this low: a pair that

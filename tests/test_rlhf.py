@@ -19,7 +19,8 @@ from tests.tiny import save_tiny_model, tiny_causal_lm, tiny_seq_cls, tiny_token
 torch = pytest.importorskip("torch")
 train_mod = pytest.importorskip("steps.train")
 rlhf = pytest.importorskip("steps._rlhf")
-from steps._builders import build_peft_config, common_args  # noqa: E402
+from steps._adapters import build_peft_config  # noqa: E402
+from steps._builders import common_args  # noqa: E402
 
 QUESTIONS = [
     ("What is the capital of France?", "The capital of France is Paris.", "I do not know."),
