@@ -11,6 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+# mkstemp/mkdtemp create 0600/0700 entries; published files get the usual umask-based modes so a
+# serving container running as another user can read them.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
@@ -18,6 +23,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -73,7 +79,9 @@ def staging_dir(final_dir: Path | str) -> Path:
     """A fresh temp folder beside ``final_dir`` (same filesystem, so the rename is atomic)."""
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent))
+    tmp.chmod(0o777 & ~_UMASK)
+    return tmp
 
 
 def file_digest(path: Path | str) -> str:

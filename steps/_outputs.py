@@ -40,6 +40,11 @@ def train_metrics(cfg: Any, trainer: Any, output: Any, final_eval: dict[str, Any
         "device": "cuda" if on_gpu() else "cpu",
         "precision": resolve_precision(cfg),
         "packing": packs(cfg),
+        # The whole curve, for the evaluation report and DVC plots: [[step, loss], ...].
+        "curve": {
+            "train_loss": [[h["step"], _r(h["loss"])] for h in trainer.state.log_history if "loss" in h],
+            "eval_loss": [[h["step"], _r(h["eval_loss"])] for h in trainer.state.log_history if "eval_loss" in h],
+        },
     }
     ds = trainer.train_dataset
     if packs(cfg) and ds is not None and len(ds):

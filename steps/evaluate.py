@@ -1,0 +1,175 @@
+"""evaluate: score the candidate against the base and production models, and gate it.
+
+Reads DATA_DIR/{test,heldout}.jsonl and the trained MODEL_DIR; scores the candidate, the base
+model and (when the registry has one) the production model on the same items: perplexity on the
+test split's assistant tokens and on held-out text, generated answers under each model's own chat
+template (BLEU, ROUGE, BERTScore, exact match, embedding similarity), an LLM judge, safety rules,
+and forgetting on the held-out set. ``steps._eval_gate.decide`` turns the table into pass or fail.
+Writes OUT_DIR atomically: metrics.json (DVC metrics), gate.json, plots/*.json (DVC plots),
+examples.jsonl, report.html and manifest.json.
+
+    python -m steps.evaluate data/validated models/train models/evaluate [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from steps import _evaluation as E
+from steps._cli import step_main
+from steps._config import ConfigError
+from steps._eval_gate import GateThresholds, decide
+from steps._io import atomic_write_json, atomic_write_jsonl, atomic_write_text, publish_dir, staging_dir
+from steps._judge import JudgeConfig
+from steps._manifest import write_manifest
+from steps._model import DEFAULT_BASE_MODEL, ModelError
+
+
+@dataclasses.dataclass(frozen=True)
+class SafetySettings:
+    defaults: bool = True  # the built-in rules (secrets, PII, a short blocklist) besides your own
+    blocklist: list[str] = dataclasses.field(default_factory=list)  # words/phrases, case-insensitive, whole words
+    patterns: dict[str, str] = dataclasses.field(default_factory=dict)  # rule name -> regular expression
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """The ``evaluate:`` section of params.yaml (``base_model`` and ``seed`` come from ``base:``)."""
+
+    base_model: str = DEFAULT_BASE_MODEL
+    seed: int = 42
+    production: str = "auto"  # auto: the registry's production model if any; none; or a model folder
+    max_examples: int = 32  # test items: generation dominates the step's time
+    max_heldout: int = 16  # held-out questions (first turn), referenced ones first
+    max_new_tokens: int = 96
+    batch_size: int = 8
+    max_length: int = 1024  # tokens per conversation for perplexity
+    encoder: str = "packaged"  # BERTScore/embedding encoder: the packaged all-MiniLM-L6-v2, or a folder/HF id
+    metric_source: str = "local"  # local: metric modules by path (offline); hub: evaluate's Hub metrics
+    worst_examples: int = 8
+    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
+    safety: SafetySettings = dataclasses.field(default_factory=SafetySettings)
+    gate: GateThresholds = dataclasses.field(default_factory=GateThresholds)
+
+    def __post_init__(self) -> None:
+        if self.metric_source not in ("local", "hub"):
+            raise ConfigError(f"evaluate.metric_source: must be local or hub; got {self.metric_source!r}")
+        for key in ("max_examples", "max_heldout", "max_new_tokens", "batch_size", "max_length"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"evaluate.{key}: must be 1 or more; got {getattr(self, key)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateResult:
+    passed: bool
+    reasons: list[str]
+    table: dict[str, dict[str, Any] | None]
+    metrics_path: Path
+    report_path: Path
+
+
+def resolve_production(cfg: EvaluateConfig) -> Path | None:
+    """The production model folder ``cfg.production`` names: the registry's (auto), none, or a path."""
+    if cfg.production == "none":
+        return None
+    if cfg.production != "auto":
+        path = Path(cfg.production)
+        if not path.is_dir():
+            raise ConfigError(f"evaluate.production: {path} is not a model folder; use auto, none or a folder")
+        return path
+    try:
+        from steps._registry import production_model_dir
+    except ImportError:
+        return None
+    return production_model_dir()
+
+
+def run(cfg: EvaluateConfig, data_dir: Path, model_dir: Path, out_dir: Path, production_dir: Path | None = None) -> EvaluateResult:
+    """Score candidate, base and production on DATA_DIR, gate the candidate, publish OUT_DIR."""
+    from steps import _scoring as S
+
+    started = time.time()
+    data_dir, model_dir, out_dir = Path(data_dir), Path(model_dir), Path(out_dir)
+    if not (model_dir / "manifest.json").is_file():
+        raise ModelError(f"{model_dir}: no manifest.json; run `tunegate train` first (it writes {model_dir})")
+    train_manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+    evalset = E.build_eval_set(data_dir, cfg.max_examples, cfg.max_heldout)
+    if not evalset.test:
+        raise ModelError(f"{data_dir}/test.jsonl has no conversation with an assistant turn to evaluate on")
+    scored = S.score_all(cfg, evalset, model_dir, production_dir)
+    decision = decide(scored.table, cfg.gate)
+
+    tmp = staging_dir(out_dir)
+    curves = train_manifest.get("metrics", {}).get("curve", {})
+    metrics = {**scored.table, "gate": decision.as_dict(), "production_version": scored.production_version}
+    examples = E.worst_examples(evalset, scored.outputs, scored.per_example["candidate"],
+                                scored.per_example["base"], "rougeL", cfg.worst_examples)  # fmt: skip
+    atomic_write_json(tmp / "metrics.json", metrics)
+    atomic_write_json(tmp / "gate.json", {"passed": decision.passed, "reasons": decision.reasons,
+                                          "candidate_dir": str(model_dir), "metrics": scored.table["candidate"],
+                                          "candidate_digests": train_manifest.get("output_digests", {})})  # fmt: skip
+    atomic_write_jsonl(tmp / "examples.jsonl", examples)
+    _write_report(tmp, metrics, curves, examples, cfg, model_dir, scored, train_manifest)
+    outputs = {name: tmp / name for name in ("metrics.json", "gate.json", "examples.jsonl", "report.html", "plots")}
+    manifest_metrics = {"passed": decision.passed, "reasons": decision.reasons, "candidate": scored.table["candidate"],
+                        "judge": scored.judge_backend, "seconds": scored.seconds}  # fmt: skip
+    write_manifest(tmp, "evaluate", cfg, {"data": data_dir, "model": model_dir / "manifest.json"}, outputs,
+                   manifest_metrics, started)  # fmt: skip
+    publish_dir(tmp, out_dir)
+    gc.collect()
+    return EvaluateResult(decision.passed, decision.reasons, scored.table, out_dir / "metrics.json", out_dir / "report.html")
+
+
+def _write_report(tmp: Path, metrics: dict, curves: dict, examples: list, cfg: EvaluateConfig, model_dir: Path,
+                  scored: Any, train_manifest: dict) -> None:  # fmt: skip
+    from steps._manifest import git_revision
+    from steps._report import plots_data, render_report
+
+    for name, rows in plots_data(metrics, curves).items():
+        atomic_write_json(tmp / "plots" / name, rows)
+    meta = {"model_dir": str(model_dir), "base_model": cfg.base_model, "production_version": scored.production_version,
+            "git_revision": git_revision(), "judge": scored.judge_backend,
+            "generated_at": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
+            "data_digests": train_manifest.get("input_digests", {}), "example_metric": "rougeL"}  # fmt: skip
+    atomic_write_text(tmp / "report.html", render_report(metrics, curves, examples, meta))
+
+
+def _report(result: EvaluateResult) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="evaluate")
+    names = [m for m in ("candidate", "base", "production") if result.table.get(m)]
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
+    for metric in result.table["candidate"]:
+        cells = [result.table[n].get(metric) for n in names]
+        table.add_row(metric, *("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in cells))
+    console = Console()
+    console.print(table)
+    for reason in result.reasons:
+        console.print(f"[red]gate[/red] {reason}", highlight=False)
+    console.print(f"{'PASSED' if result.passed else 'FAILED'}  report: {result.report_path}")
+    return 0 if result.passed else 1
+
+
+def _run(cfg: EvaluateConfig, data_dir: Path, model_dir: Path, out_dir: Path) -> EvaluateResult:
+    return run(cfg, data_dir, model_dir, out_dir, resolve_production(cfg))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from steps._template import TemplateError
+
+    paths = {"data_dir": Path("data/validated"), "model_dir": Path("models/train"), "out_dir": Path("models/evaluate")}
+    return step_main(argv, step="evaluate", doc=__doc__, config=EvaluateConfig, paths=paths, run=_run,
+                     report=_report, errors=(ConfigError, ModelError, TemplateError))  # fmt: skip
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

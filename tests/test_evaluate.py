@@ -1,0 +1,126 @@
+"""The evaluate step on tiny real models: the table, the gate, the judge over HTTP, the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from steps import evaluate
+from steps._config import from_dict
+from steps._io import atomic_write_json, atomic_write_jsonl
+from steps._schema import make_record
+from tests.openai_server import OpenAIServer
+
+QA = [
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("Say hello.", "Hello! How can I help you today?"),
+    ("What is 1 + 2?", "1 + 2 = 3."),
+    ("Describe the fox.", "The quick brown fox jumps over the lazy dog."),
+]
+GOOD_JUDGEMENT = '{"accuracy": 4, "completeness": 3, "fluency": 5, "helpfulness": 4, "reason": "fine"}'
+
+
+def _conv(q: str, a: str | None) -> list[dict[str, str]]:
+    return [{"role": "user", "content": q}] + ([{"role": "assistant", "content": a}] if a else [])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """Validated data (test + held-out), a tiny base model, an equal candidate and a damaged one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.tiny import save_tiny_model
+
+    root = tmp_path_factory.mktemp("eval")
+    data = root / "data"
+    rec = lambda i, q, a, ds: make_record("sft", dataset=ds, source=ds, row=i, fmt="openai", messages=_conv(q, a))  # noqa: E731
+    atomic_write_jsonl(data / "test.jsonl", [rec(i, q, a, "t") for i, (q, a) in enumerate(QA)])
+    held = [rec(i, q, a, "h") for i, (q, a) in enumerate(QA[:2])] + [rec(9, "Tell me a story.", None, "h")]
+    atomic_write_jsonl(data / "heldout.jsonl", held)
+    base = Path(save_tiny_model(root / "base"))
+    manifest = {"config": {"base_model": str(base), "stage": "sft"},
+                "metrics": {"curve": {"train_loss": [[1, 5.0], [2, 4.5]], "eval_loss": [[2, 4.7]]}}}  # fmt: skip
+    same = root / "same"
+    shutil.copytree(base, same)
+    atomic_write_json(same / "manifest.json", manifest)
+    worse = root / "worse"
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)  # heavy noise: every text gets less likely
+    model.save_pretrained(str(worse))
+    for f in base.iterdir():
+        if f.name.startswith(("tokenizer", "chat_template", "special_tokens", "generation")):
+            shutil.copy(f, worse / f.name)
+    atomic_write_json(worse / "manifest.json", manifest)
+    return root
+
+
+def _cfg(project: Path, gate: dict, judge: dict | None = None) -> evaluate.EvaluateConfig:
+    values = {"base_model": str(project / "base"), "production": "none", "max_examples": 4, "max_new_tokens": 6,
+              "batch_size": 4, "worst_examples": 2, "judge": judge or {"mode": "off"}, "gate": gate}  # fmt: skip
+    return from_dict(evaluate.EvaluateConfig, values, "test")
+
+
+def test_candidate_worse_than_base_fails_the_gate(project, tmp_path):
+    cfg = _cfg(project, {"min_gain_vs_base": {"test_perplexity": 0.0}})
+    result = evaluate.run(cfg, project / "data", project / "worse", tmp_path / "out")
+    assert not result.passed
+    assert any(r.startswith("vs_base: test_perplexity") for r in result.reasons)
+    assert result.table["candidate"]["test_perplexity"] > result.table["base"]["test_perplexity"]
+    gate = json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert gate["passed"] is False and gate["reasons"] == result.reasons
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "FAIL" in html and "<svg" in html
+
+
+def test_forgetting_over_the_threshold_fails(project, tmp_path):
+    cfg = _cfg(project, {"max_forgetting": {"heldout_perplexity": 0.10}})
+    result = evaluate.run(cfg, project / "data", project / "worse", tmp_path / "out")
+    assert not result.passed
+    [reason] = result.reasons
+    assert reason.startswith("forgetting: heldout_perplexity") and "allowed 10.0%" in reason
+
+
+def test_equal_candidate_passes_with_judge_over_http_and_production(project, tmp_path, monkeypatch):
+    cfg = _cfg(project, {"min_gain_vs_base": {"test_perplexity": 0.0}, "floors": {"judge_overall": 3.0}},
+               judge={"mode": "both", "max_examples": 2, "max_retries": 1})  # fmt: skip
+    with OpenAIServer() as server:
+        # Pairwise asks for {"winner"}; pointwise for the four scores: answer by what the prompt asks.
+        server.respond(lambda body: '{"winner": "tie", "reason": "same"}' if "winner" in json.dumps(body) else GOOD_JUDGEMENT)
+        monkeypatch.setenv("TUNEGATE_JUDGE_BASE_URL", server.base_url)
+        monkeypatch.setenv("TUNEGATE_JUDGE_MODEL", "judge-test-model")
+        result = evaluate.run(cfg, project / "data", project / "same", tmp_path / "out", production_dir=project / "same")
+    assert result.passed, result.reasons
+    cand, base, prod = result.table["candidate"], result.table["base"], result.table["production"]
+    assert cand["test_perplexity"] == pytest.approx(base["test_perplexity"]) == pytest.approx(prod["test_perplexity"])
+    assert cand["judge_overall"] == 4.0 and cand["judge_failures"] == 0
+    assert cand["pairwise_win_rate"] == 0.5
+    for key in ("bleu", "rougeL", "bertscore_f1", "exact_match", "embedding_similarity", "heldout_perplexity",
+                "heldout_bertscore_f1", "safety_hits"):  # fmt: skip
+        assert cand[key] is not None, key
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["gate"]["passed"] and set(metrics) >= {"candidate", "base", "production", "gate"}
+    assert json.loads((out / "plots" / "train_loss.json").read_text()) == [
+        {"step": 1, "train_loss": 5.0}, {"step": 2, "train_loss": 4.5}]  # fmt: skip
+    assert len((out / "examples.jsonl").read_text().splitlines()) == 2
+    assert json.loads((out / "manifest.json").read_text())["step"] == "evaluate"
+
+
+def test_garbage_from_the_local_judge_is_counted_not_raised(project, tmp_path):
+    cfg = _cfg(project, {}, judge={"mode": "pointwise", "max_examples": 2, "max_retries": 1, "max_tokens": 16})
+    result = evaluate.run(cfg, project / "data", project / "same", tmp_path / "out")
+    assert result.table["candidate"]["judge_failures"] == 2 and result.table["candidate"]["judge_overall"] is None
+
+
+def test_missing_train_manifest_is_a_clear_error(project, tmp_path):
+    from steps._model import ModelError
+
+    with pytest.raises(ModelError, match="run `tunegate train` first"):
+        evaluate.run(_cfg(project, {}), project / "data", project / "base", tmp_path / "out")

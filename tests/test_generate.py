@@ -1,0 +1,69 @@
+"""Batched generation equals one-at-a-time generation; perplexity counts only the tokens it should."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from steps._generate import chat_perplexity, generate_chat, generate_ids, prompt_ids, text_perplexity
+from steps._template import render_with_mask
+from tests.tiny import tiny_causal_lm, tiny_tokenizer
+
+CONVS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}],
+    [{"role": "user", "content": "Please answer in one short sentence: what is 1 + 2 + 3 + 4 + 5?"}],
+    [{"role": "user", "content": "hi"}],
+    [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. Thanks, that is all."}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = tiny_tokenizer()
+    return tiny_causal_lm(tok, seed=3).eval(), tok
+
+
+def test_batched_generation_equals_per_sample(tiny):
+    model, tok = tiny
+    prompts = prompt_ids(tok, CONVS, 256)
+    batched = generate_ids(model, tok, prompts, max_new_tokens=12, batch_size=4)
+    single = [generate_ids(model, tok, [p], max_new_tokens=12, batch_size=1)[0] for p in prompts]
+    assert batched == single
+    assert all(len(row) <= 12 for row in batched)
+
+
+def test_generate_chat_returns_text_per_conversation_in_order(tiny):
+    model, tok = tiny
+    texts = generate_chat(model, tok, CONVS, max_new_tokens=8, batch_size=2)
+    assert len(texts) == len(CONVS) and all(isinstance(t, str) for t in texts)
+    assert texts[0] == generate_chat(model, tok, CONVS[:1], max_new_tokens=8)[0]
+
+
+def test_chat_perplexity_counts_assistant_tokens_only(tiny):
+    model, tok = tiny
+    conv = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "The capital of France is Paris."}]
+    ids, mask = render_with_mask(tok, conv)
+    labels = torch.tensor([t if m else -100 for t, m in zip(ids, mask)])
+    with torch.inference_mode():
+        loss = model(input_ids=torch.tensor([ids]), labels=labels[None]).loss
+    assert chat_perplexity(model, tok, [conv]) == pytest.approx(math.exp(float(loss)), rel=1e-4)
+    # A bare prompt has nothing to score; padding a batch does not change the value.
+    assert chat_perplexity(model, tok, CONVS) is None
+    assert chat_perplexity(model, tok, [conv, conv[:1], conv], batch_size=2) == pytest.approx(
+        math.exp(float(loss)), rel=1e-4
+    )
+
+
+def test_text_perplexity_matches_model_loss(tiny):
+    model, tok = tiny
+    a, b = "The quick brown fox jumps over the lazy dog.", "Hello! How can I help you today?"
+    ids_a, ids_b = (tok(t, add_special_tokens=False)["input_ids"] for t in (a, b))
+    with torch.inference_mode():
+        la = model(input_ids=torch.tensor([ids_a]), labels=torch.tensor([ids_a])).loss
+        lb = model(input_ids=torch.tensor([ids_b]), labels=torch.tensor([ids_b])).loss
+    na, nb = len(ids_a) - 1, len(ids_b) - 1
+    expected = math.exp((float(la) * na + float(lb) * nb) / (na + nb))
+    assert text_perplexity(model, tok, [a, b], batch_size=2) == pytest.approx(expected, rel=1e-4)
