@@ -79,7 +79,7 @@ def build_model(cfg: Any, stage: str, labels: list[str] | None = None) -> tuple[
         kwargs |= {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
     auto = AutoModelForSequenceClassification if stage in SEQ_CLS_STAGES else AutoModelForCausalLM
     spec = cfg.init_from or cfg.base_model
-    where = _start_folder(spec)
+    where = start_folder(spec)
     try:
         model = auto.from_pretrained(where, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as exc:
@@ -97,7 +97,7 @@ def build_model(cfg: Any, stage: str, labels: list[str] | None = None) -> tuple[
     return model, tokenizer
 
 
-def _start_folder(spec: str) -> str:
+def start_folder(spec: str) -> str:
     """A folder ``from_pretrained`` loads: the model itself, or an adapter merged into its base.
 
     A merged model is cached under ``cache_root()/merged`` by the adapter's digest, so a new
@@ -121,7 +121,7 @@ def _start_folder(spec: str) -> str:
     if (final / "config.json").is_file():
         return str(final)
     base = json.loads(adapter.read_text())["base_model_name_or_path"]
-    model = AutoModelForCausalLM.from_pretrained(_start_folder(base), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(start_folder(base), dtype=torch.float32)
     tmp = staging_dir(final)
     try:
         PeftModel.from_pretrained(model, str(src)).merge_and_unload().save_pretrained(tmp)
