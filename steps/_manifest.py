@@ -8,6 +8,7 @@ manifests, never logs.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import subprocess
 import time
@@ -20,7 +21,8 @@ SCHEMA_VERSION = 1
 
 
 def git_revision(cwd: Path | str = ".") -> str | None:
-    """The current commit (with ``-dirty`` when the tree has changes), or None outside git."""
+    """The current commit (with ``-dirty`` when the tree has changes); in an image without .git, the
+    commit the image was built from ($TUNEGATE_IMAGE_REVISION); else None."""
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
@@ -30,7 +32,7 @@ def git_revision(cwd: Path | str = ".") -> str | None:
         ).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return os.environ.get("TUNEGATE_IMAGE_REVISION") or None
 
 
 def digests(paths: dict[str, Path | str]) -> dict[str, str | None]:
