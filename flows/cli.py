@@ -65,7 +65,7 @@ def validate(
 
 @app.command("train")
 def train_cmd(
-    data_dir: Path = typer.Argument(Path("data/validated"), help="validate's output folder."),
+    data_dir: Path = typer.Argument(Path("data/augmented"), help="augment's output folder (validate's when augment is off)."),
     out_dir: Path = typer.Argument(Path("models/train"), help="Output: model or adapter, tokenizer, template, manifest."),
     params: str = PARAMS,
 ) -> None:
@@ -74,6 +74,103 @@ def train_cmd(
     from steps import train as step
 
     raise typer.Exit(step.main([str(data_dir), str(out_dir), "--params", params]))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data_dir: Path = typer.Argument(Path("data/validated"), help="validate's output folder (test + held-out splits)."),
+    model_dir: Path = typer.Argument(Path("models/train"), help="train's output folder: the candidate."),
+    out_dir: Path = typer.Argument(Path("models/evaluate"), help="Output: metrics.json, gate.json, report.html, plots."),
+    params: str = PARAMS,
+) -> None:
+    """Score the candidate against the base and production models (perplexity, BLEU/ROUGE, BERTScore, judge,
+    forgetting, safety) and apply the evaluation gate; exit 1 when it fails, with every reason."""
+    from steps import evaluate as step
+
+    raise typer.Exit(step.main([str(data_dir), str(model_dir), str(out_dir), "--params", params]))
+
+
+@app.command()
+def augment(
+    data_dir: Path = typer.Argument(Path("data/validated"), help="validate's output folder."),
+    out_dir: Path = typer.Argument(Path("data/augmented"), help="Output: train split + accepted augmented records."),
+    params: str = PARAMS,
+) -> None:
+    """Augment the train split (back-translation, EDA; optional Self-Instruct) behind quality filters, then
+    re-run the dedup and leakage checks so no augmented record resembles a test record."""
+    from steps import augment as step
+
+    raise typer.Exit(step.main([str(data_dir), str(out_dir), "--params", params]))
+
+
+@app.command()
+def merge(
+    model_dir: Path = typer.Argument(Path("models/train"), help="train's output folder."),
+    eval_dir: Path = typer.Argument(Path("models/evaluate"), help="evaluate's output folder (its gate.json must pass)."),
+    out_dir: Path = typer.Argument(Path("models/merged"), help="Output: the merged model with its model card."),
+    params: str = PARAMS,
+) -> None:
+    """Merge a LoRA/DoRA/QLoRA adapter into its base (in full precision) after a passing gate; the merged
+    logits must match the adapter's."""
+    from steps import merge as step
+
+    raise typer.Exit(step.main([str(model_dir), str(eval_dir), str(out_dir), "--params", params]))
+
+
+@app.command()
+def register(
+    merged_dir: Path = typer.Argument(Path("models/merged"), help="merge's output folder."),
+    eval_dir: Path = typer.Argument(Path("models/evaluate"), help="evaluate's output folder."),
+    out_dir: Path = typer.Argument(Path("models/register"), help="Output: the registration record."),
+    params: str = PARAMS,
+) -> None:
+    """Register the merged model as a new version (GTO git tag, files in DVC), stage `staging`."""
+    from steps import register as step
+
+    raise typer.Exit(step.main([str(merged_dir), str(eval_dir), str(out_dir), "--params", params]))
+
+
+@app.command()
+def promote(
+    eval_dir: Path = typer.Argument(Path("models/evaluate"), help="evaluate's output folder."),
+    register_dir: Path = typer.Argument(Path("models/register"), help="register's output folder."),
+    out_dir: Path = typer.Argument(Path("models/promote"), help="Output: the promotion decision."),
+    params: str = PARAMS,
+) -> None:
+    """Move the registered version to `production` if the gate passed and it beats production; exit 1 if refused."""
+    from steps import promote as step
+
+    raise typer.Exit(step.main([str(eval_dir), str(register_dir), str(out_dir), "--params", params]))
+
+
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Argument(None, help="A model folder, or 'production' (the registry's); default: serve.model."),
+    host: str = typer.Option(None, help="Bind address (serve.host; 0.0.0.0 in a container)."),
+    port: int = typer.Option(None, help="TCP port (serve.port)."),
+    model_name: str = typer.Option(None, "--model-name", help="The model id clients send (default: serve.model_name)."),
+    backend: str = typer.Option(None, help="auto | transformers | vllm (serve.backend)."),
+    adapter_base: str = typer.Option(None, "--adapter-base", help="An unmerged adapter's base model folder here."),
+    params: str = PARAMS,
+) -> None:
+    """Serve a model over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health); bearer-token
+    auth when $TUNEGATE_API_KEY is set; vLLM on a CUDA GPU when installed, transformers otherwise."""
+    from steps import serve as step
+    from steps._registry import RegistryError, production_model_dir
+    from steps._serving import ServeError
+
+    def resolver(stage: str) -> Path | None:
+        if stage != "production":
+            raise ServeError(f"serve.model '{stage}': no such folder, and the registry resolves only 'production'")
+        try:
+            return production_model_dir(".")
+        except RegistryError as exc:
+            raise ServeError(f"serve.model 'production': {exc}") from exc
+
+    flags = {"--host": host, "--port": port, "--model-name": model_name, "--backend": backend, "--adapter-base": adapter_base}
+    argv = [model] if model else []
+    argv += ["--params", params] + [x for flag, v in flags.items() if v is not None for x in (flag, str(v))]
+    raise typer.Exit(step.main(argv, resolver=resolver))
 
 
 @app.command("base-model")
@@ -101,7 +198,41 @@ def run(
 
     state = retrain(params=params, data_dir=data_dir, models_dir=models_dir, return_state=True)
     typer.echo(f"retrain: {state.name}: {state.message or ''}")
+    _where_to_look(Path(data_dir), Path(models_dir))
     raise typer.Exit(0 if state.is_completed() else 1)
+
+
+def _where_to_look(data_dir: Path, models_dir: Path) -> None:
+    """The closing lines of a run: every place its results can be seen."""
+    import glob
+
+    from steps._registry import production_version
+
+    runs = sorted(glob.glob("wandb/offline-run-*"))
+    report, docs = models_dir / "evaluate" / "report.html", data_dir / "validated" / "data_docs" / "index.html"
+    lines = [
+        ("evaluation report", f"{report.resolve()}" if report.is_file() else "(not written: the flow stopped earlier)"),
+        ("data gates", f"{docs.resolve()}" if docs.is_file() else "(not written)"),
+        ("Prefect UI", "prefect server start   # then open http://127.0.0.1:4200 (runs are kept in ~/.prefect)"),
+        ("W&B offline run", f"{runs[-1]}   # wandb sync {runs[-1]}" if runs else "(tracking off)"),
+        ("registry", f"production = {production_version() or 'none'}   # tunegate registry list; tunegate lineage production"),
+        ("chat with production", "tunegate serve   # then: curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' "
+                                 "-d '{\"model\": \"tunegate\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi Tessa\"}]}'"),
+        ("DVC", "dvc metrics show; dvc plots show   # or make repro: the same steps through dvc repro"),
+    ]
+    typer.echo("\nWhere to look:")
+    for name, where in lines:
+        typer.echo(f"  {name:<21} {where}")
+
+
+from flows.registry_cli import lineage_command, registry_app  # noqa: E402
+
+app.add_typer(registry_app, name="registry")
+app.command("lineage")(lineage_command)
+
+from flows.deploy import deploy_command  # noqa: E402
+
+app.command("deploy")(deploy_command)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The retrain flow: Prefect tasks wrap the step functions; the flow wires them and stops at a failed gate.
 
-Orchestration adds no logic: each task is the step's own ``run``; the flow only
-loads each step's config, passes paths along, and ends in a Failed state (with
-every reason) when a gate says no, so nothing downstream runs.
+Orchestration adds no logic: each task is the step's own ``run`` (flows/_tasks.py adds the cache
+key from content digests, retries on transient errors and the GPU concurrency tag); the flow only
+loads each step's config, passes paths along, and ends in a Failed state (with every reason) when
+a gate says no, so nothing downstream runs. An unchanged rerun is served from the cache.
 """
 
 from __future__ import annotations
@@ -10,36 +11,57 @@ from __future__ import annotations
 from pathlib import Path
 
 import flows  # noqa: F401  (telemetry defaults before prefect is imported)
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.states import Completed, Failed
 
-from steps import ingest, train, validate
+from flows._tasks import fresh, step_task
+from steps import augment, evaluate, ingest, merge, promote, register, train, validate
 from steps._config import load_section, read_params
 
 # One task per step, named as in dvc.yaml; tests keep this list equal to dvc.yaml's stages.
-TASKS = {
-    "ingest": task(name="ingest", cache_policy=NO_CACHE, persist_result=False)(ingest.run),
-    "validate": task(name="validate", cache_policy=NO_CACHE, persist_result=False)(validate.run),
-    "train": task(name="train", cache_policy=NO_CACHE, persist_result=False)(train.run),
-}
+STEPS = {"ingest": ingest, "validate": validate, "augment": augment, "train": train, "evaluate": evaluate,
+         "merge": merge, "register": register, "promote": promote}  # fmt: skip
+TASKS = {name: step_task(name, module.run) for name, module in STEPS.items()}
+
+
+def _call(name: str, out_dir: Path, *args, **kwargs):
+    return fresh(TASKS[name], out_dir)(*args, out_dir=out_dir, **kwargs)
 
 
 @flow(name="retrain")  # library prints stay prints, not flow logs
 def retrain(params: str = "params.yaml", data_dir: str = "data", models_dir: str = "models"):
     """Run the pipeline on params.yaml's settings; data lands under ``data_dir``, models under ``models_dir``."""
     values = read_params(params)
-    data = Path(data_dir)
-    prepared, validated, trained = data / "prepared", data / "validated", Path(models_dir) / "train"
+    data, models = Path(data_dir), Path(models_dir)
+    prepared, validated, augmented = data / "prepared", data / "validated", data / "augmented"
+    trained, evaluated, merged = models / "train", models / "evaluate", models / "merged"
+    # Every config first: a misspelled key fails the run before an hour of training, not after.
+    cfg = {name: load_section(getattr(STEPS[name], f"{name.capitalize()}Config"), name, values)
+           for name in ("ingest", "validate", "augment", "train", "evaluate", "merge")}  # fmt: skip
+    cfg |= {"register": register.load_config(values), "promote": promote.load_config(values)}
 
-    ingested = TASKS["ingest"](load_section(ingest.IngestConfig, "ingest", values), prepared)
+    ingested = _call("ingest", prepared, cfg["ingest"])
     if not ingested.passed:
         return Failed(message="ingest gate failed: " + "; ".join(ingested.problems))
 
-    checked = TASKS["validate"](load_section(validate.ValidateConfig, "validate", values), prepared, validated)
+    checked = _call("validate", validated, cfg["validate"], prepared)
     if not checked.passed:
         reasons = [f"{name}: {g.get('reason', 'failed')}" for name, g in checked.gates.items() if not g["passed"]]
         return Failed(message="data gates failed: " + "; ".join(reasons) + f" (report: {checked.report_path})")
 
-    TASKS["train"](load_section(train.TrainConfig, "train", values), validated, trained)
-    return Completed(message=f"trained model in {trained}")
+    _call("augment", augmented, cfg["augment"], validated)
+    _call("train", trained, cfg["train"], augmented)
+
+    production = evaluate.resolve_production(cfg["evaluate"], trained)
+    gated = _call("evaluate", evaluated, cfg["evaluate"], validated, trained, production_dir=production)
+    if not gated.passed:
+        return Failed(message="evaluation gate failed: " + "; ".join(gated.reasons) + f" (report: {gated.report_path})")
+
+    _call("merge", merged, cfg["merge"], trained, evaluated)
+    registered = _call("register", models / "register", cfg["register"], merged, evaluated)
+    if not registered.registered:
+        return Failed(message="register: " + "; ".join(registered.reasons))
+    promoted = _call("promote", models / "promote", cfg["promote"], evaluated, models / "register")
+    if not promoted.promoted:
+        return Failed(message=f"promotion refused, production stays {promoted.production}: " + "; ".join(promoted.reasons))
+    return Completed(message=f"{promoted.version} is production (was {promoted.previous or 'none'}); report: {gated.report_path}")

@@ -12,7 +12,9 @@ import dataclasses
 from typing import Any
 
 # Metrics where a smaller value is better; every other metric is higher-is-better.
-LOWER_IS_BETTER = frozenset({"test_perplexity", "heldout_perplexity", "safety_hits", "judge_failures"})
+LOWER_IS_BETTER = frozenset(
+    {"test_perplexity", "heldout_perplexity", "safety_hits", "judge_failures", "eval_loss", "train_loss"}
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,10 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Metrics where smaller is better; every other metric of the evaluate contract is larger-is-better.
-LOWER_IS_BETTER = frozenset(
-    {"test_perplexity", "heldout_perplexity", "safety_hits", "judge_failures", "eval_loss", "train_loss"}
-)
+from steps._eval_gate import LOWER_IS_BETTER  # one list of metric directions for every gate
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,12 @@ class EvaluateResult:
     report_path: Path
 
 
-def resolve_production(cfg: EvaluateConfig) -> Path | None:
-    """The production model folder ``cfg.production`` names: the registry's (auto), none, or a path."""
+def resolve_production(cfg: EvaluateConfig, candidate_dir: Path | None = None) -> Path | None:
+    """The production model folder ``cfg.production`` names: the registry's (auto), none, or a path.
+
+    None also when production *is* the candidate (its merge manifest records this very train
+    manifest): a model compared with itself proves nothing, and a rerun stays a no-op.
+    """
     if cfg.production == "none":
         return None
     if cfg.production != "auto":
@@ -86,7 +90,20 @@ def resolve_production(cfg: EvaluateConfig) -> Path | None:
         from steps._registry import production_model_dir
     except ImportError:
         return None
-    return production_model_dir()
+    found = production_model_dir()
+    if found is not None and candidate_dir is not None and _same_candidate(found, Path(candidate_dir)):
+        return None
+    return found
+
+
+def _same_candidate(production_dir: Path, candidate_dir: Path) -> bool:
+    from steps._io import file_digest
+
+    merged, trained = production_dir / "manifest.json", candidate_dir / "manifest.json"
+    if not (merged.is_file() and trained.is_file()):
+        return False
+    recorded = json.loads(merged.read_text(encoding="utf-8")).get("input_digests", {}).get("train_manifest")
+    return recorded == file_digest(trained)
 
 
 def run(cfg: EvaluateConfig, data_dir: Path, model_dir: Path, out_dir: Path, production_dir: Path | None = None) -> EvaluateResult:
@@ -160,7 +177,7 @@ def _report(result: EvaluateResult) -> int:
 
 
 def _run(cfg: EvaluateConfig, data_dir: Path, model_dir: Path, out_dir: Path) -> EvaluateResult:
-    return run(cfg, data_dir, model_dir, out_dir, resolve_production(cfg))
+    return run(cfg, data_dir, model_dir, out_dir, resolve_production(cfg, model_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

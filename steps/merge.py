@@ -287,7 +287,7 @@ def model_card(cfg: MergeConfig, model_dir: Path, train: dict[str, Any], evaluat
     adapter_out = metrics.get("adapter_type") and not metrics["merged"]
     data, where = train.get("inputs", {}), metrics.get("base_model_path")
     data_dir = Path(data["train"]).parent if "train" in data else None
-    rows = [f"| {k} | {_fmt(v)} | {_fmt(evaluation.get('base', {}).get(k))} | {_fmt(evaluation.get('production', {}).get(k))} |"
+    rows = [f"| {k} | {_fmt(v)} | {_fmt((evaluation.get('base') or {}).get(k))} | {_fmt((evaluation.get('production') or {}).get(k))} |"
             for k, v in sorted(evaluation.get("candidate", {}).items())]  # fmt: skip
     if metrics.get("merged"):
         how = (f"Adapter ({metrics['adapter_type']}) merged into the float32 base. Merged and adapter logits agree to "

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from steps._data import DataError
     from steps._template import TemplateError
 
-    paths = {"data_dir": Path("data/validated"), "out_dir": Path("models/train")}
+    paths = {"data_dir": Path("data/augmented"), "out_dir": Path("models/train")}
     return step_main(argv, step="train", doc=__doc__, config=TrainConfig, paths=paths, run=run, report=_report,
                      errors=(ConfigError, ModelError, TemplateError, DataError))  # fmt: skip
 
