@@ -155,8 +155,20 @@ def test_dvc_repro_runs_in_a_fresh_clone(tmp_path, tiny_model_dir):
     assert first.returncode == 0, first.stdout + first.stderr
     assert (clone / "data/validated/report.json").is_file()
     assert (clone / "models/train/manifest.json").is_file()
+    assert (clone / "models/evaluate/metrics.json").is_file()
     again = run("dvc", "repro")
     assert again.returncode == 0 and "up to date" in again.stdout.lower(), again.stdout
+    metrics = run("dvc", "metrics", "show", "--json")
+    assert metrics.returncode == 0 and "test_perplexity" in metrics.stdout, metrics.stderr
+    plots = run("dvc", "plots", "show", "--json")
+    assert plots.returncode == 0 and "train_loss" in plots.stdout, plots.stderr
+    # An experiment with one param changed: the same pipeline, in DVC's experiment workspace.
+    assert run("git", "add", "params.yaml", "dvc.lock").returncode == 0
+    assert run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny params").returncode == 0
+    exp = run("dvc", "exp", "run", "-S", "train.learning_rate=0.001", "evaluate")
+    assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-2000:]
+    shown = run("dvc", "exp", "show", "--json")
+    assert shown.returncode == 0 and "0.001" in shown.stdout
     shutil.rmtree(clone)
 
 

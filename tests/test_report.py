@@ -204,8 +204,15 @@ plots:
 
 
 def _dvc_plots(root: Path, metrics: dict, curves: dict, capsys) -> dict:
-    """Write the plots files and the proposed dvc.yaml entries; what the real `dvc plots show` draws."""
-    from dvc.cli import main as dvc
+    """Write the plots files and the proposed dvc.yaml entries; what the real `dvc plots show` draws.
+
+    dvc runs in a subprocess: in-process, loggers other tests configured write into its JSON output.
+    """
+    import subprocess
+    import sys
+
+    def dvc(args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
 
     plots = root / "models/evaluate/plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -213,10 +220,10 @@ def _dvc_plots(root: Path, metrics: dict, curves: dict, capsys) -> dict:
         (plots / name).write_text(json.dumps(rows))
     (root / "dvc.yaml").write_text(DVC_PLOTS)
     if not (root / ".dvc").is_dir():
-        assert dvc(["init", "--no-scm", "-q"]) == 0
-    capsys.readouterr()
-    assert dvc(["plots", "show", "--json"]) == 0
-    shown = json.loads(capsys.readouterr().out)
+        assert dvc(["init", "--no-scm", "-q"]).returncode == 0
+    done = dvc(["plots", "show", "--json"])
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
     assert not shown.get("errors"), shown.get("errors")
     return {name: entry[0]["content"] for name, entry in shown["data"].items()}
 
