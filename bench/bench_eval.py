@@ -4,8 +4,9 @@
 
 Generation: the default base model (SmolLM2-135M-Instruct) answers the same prompts (the test
 split's and held-out questions, under its own chat template) two ways in one process:
-``steps._generate.generate_ids`` (length-sorted, left-padded batches) and a plain loop calling
-``model.generate`` on one prompt at a time. Both greedy, same stop tokens and token budget; the
+``steps._generate.generate_ids`` (length-sorted, left-padded batches; a row leaves the batch and
+its KV cache when it stops) and a plain loop calling transformers' ``model.generate`` on one prompt
+at a time. Both greedy, same stop tokens and token budget; the
 tokens generated are compared (equal unless a batched fp32 kernel breaks a near tie) and new
 tokens / s reported for each, with the ratio. The sides alternate (B S B S ...) with ``--repeats``.
 Goal (CPU): ratio >= 4.
@@ -37,9 +38,20 @@ def _prompts(n: int) -> list[list[dict]]:
 
 
 def _per_sample(model, tok, prompts, max_new_tokens):
-    from steps._generate import generate_ids
+    """The baseline: transformers' own ``model.generate``, one prompt at a time, greedy, same stop tokens."""
+    import torch
 
-    return [generate_ids(model, tok, [p], max_new_tokens=max_new_tokens, batch_size=1)[0] for p in prompts]
+    from steps._generate import _stop_ids
+
+    stops, out = _stop_ids(tok), []
+    with torch.inference_mode():
+        for p in prompts:
+            ids = torch.tensor([p])
+            new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                 eos_token_id=stops, pad_token_id=tok.pad_token_id, do_sample=False,
+                                 top_p=None, top_k=None)[0, len(p):].tolist()  # fmt: skip
+            out.append(new[: next((k for k, t in enumerate(new) if t in stops), len(new))])
+    return out
 
 
 def main() -> None:

@@ -43,14 +43,17 @@ def generate_ids(
     do_sample: bool = False,
     temperature: float = 1.0,
 ) -> list[list[int]]:
-    """New token ids for each prompt, generated ``batch_size`` prompts at a time (left padding)."""
+    """New token ids for each prompt, generated ``batch_size`` prompts at a time (left padding).
+
+    Greedy decoding runs its own loop (``_greedy``) that drops a row from the batch, KV cache
+    included, as soon as it stops; sampling goes through ``model.generate``.
+    """
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     pad, stops = _pad_id(tokenizer), _stop_ids(tokenizer)
     device = next(model.parameters()).device
-    sampling = {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         width = max(len(prompts[i]) for i in chunk)
@@ -61,20 +64,45 @@ def generate_ids(
             ids[row, width - n :] = torch.tensor(prompts[i], dtype=torch.long)
             mask[row, width - n :] = 1
         with torch.inference_mode():
-            gen = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                eos_token_id=stops,
-                pad_token_id=pad,
-                top_p=None,
-                top_k=None,
-                **sampling,
-            )
+            if do_sample:
+                gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                                     eos_token_id=stops, pad_token_id=pad, do_sample=True, temperature=temperature,
+                                     top_p=None, top_k=None)[:, width:].tolist()  # fmt: skip
+            else:
+                gen = _greedy(model, ids.to(device), mask.to(device), max_new_tokens, set(stops))
         for row, i in enumerate(chunk):
-            new = gen[row, width:].tolist()
+            new = gen[row]
             cut = next((k for k, t in enumerate(new) if t in stops), len(new))
             out[i] = new[:cut]
+    return out
+
+
+def _greedy(model: Any, ids: Any, mask: Any, max_new_tokens: int, stops: set[int]) -> list[list[int]]:
+    """Greedy decoding of a left-padded batch; a row that emits a stop token leaves the batch (and the
+    KV cache) at once, so the rows still talking do not pay for the finished ones."""
+    import torch
+    from transformers import DynamicCache
+
+    out: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    live = torch.arange(ids.shape[0], device=ids.device)  # original row of each row still generating
+    cache = DynamicCache()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
+    step = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                 logits_to_keep=1)  # fmt: skip
+    for _ in range(max_new_tokens):
+        token = step.logits[:, -1].argmax(-1)
+        for row, t in zip(live.tolist(), token.tolist()):
+            out[row].append(t)
+        going = torch.tensor([t not in stops for t in token.tolist()], device=ids.device)
+        if not going.any() or len(out[live[0]]) >= max_new_tokens:
+            break
+        if not going.all():
+            keep = going.nonzero().flatten()
+            cache.batch_select_indices(keep)
+            live, mask, token = live[keep], mask[keep], token[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        step = model(input_ids=token[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                     past_key_values=cache, use_cache=True)  # fmt: skip
     return out
 
 

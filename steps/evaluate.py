@@ -47,7 +47,7 @@ class EvaluateConfig:
     max_examples: int = 32  # test items: generation dominates the step's time
     max_heldout: int = 16  # held-out questions (first turn), referenced ones first
     max_new_tokens: int = 96
-    batch_size: int = 8
+    batch_size: int = 32  # prompts generated together: 4.9x one-at-a-time on 2 CPU cores
     max_length: int = 1024  # tokens per conversation for perplexity
     encoder: str = "packaged"  # BERTScore/embedding encoder: the packaged all-MiniLM-L6-v2, or a folder/HF id
     metric_source: str = "local"  # local: metric modules by path (offline); hub: evaluate's Hub metrics

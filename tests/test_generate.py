@@ -67,3 +67,18 @@ def test_text_perplexity_matches_model_loss(tiny):
     na, nb = len(ids_a) - 1, len(ids_b) - 1
     expected = math.exp((float(la) * na + float(lb) * nb) / (na + nb))
     assert text_perplexity(model, tok, [a, b], batch_size=2) == pytest.approx(expected, rel=1e-4)
+
+
+def test_greedy_loop_equals_transformers_generate(tiny):
+    model, tok = tiny
+    from steps._generate import _stop_ids
+
+    stops = _stop_ids(tok)
+    prompts = prompt_ids(tok, CONVS, 256)
+    ours = generate_ids(model, tok, prompts, max_new_tokens=12, batch_size=3)
+    for p, got in zip(prompts, ours):
+        with torch.inference_mode():
+            ref = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                 max_new_tokens=12, eos_token_id=stops, pad_token_id=tok.pad_token_id,
+                                 do_sample=False)[0, len(p):].tolist()  # fmt: skip
+        assert got == ref[: next((k for k, t in enumerate(ref) if t in stops), len(ref))]
