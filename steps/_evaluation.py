@@ -105,7 +105,8 @@ def load_trained(model_dir: Path | str) -> tuple[Any, Any]:
 
 def score_generative(model: Any, tokenizer: Any, evalset: EvalSet, cfg: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Perplexities and generated answers of one causal LM; reference metrics are added by the caller."""
-    ppl_kw = {"max_length": cfg.max_length, "batch_size": max(1, cfg.batch_size // 2)}
+    # 4 conversations a forward pass: full-vocabulary logits of 4 x 1024 tokens are already ~0.8 GB in fp32.
+    ppl_kw = {"max_length": cfg.max_length, "batch_size": 4}
     metrics = {
         "test_perplexity": chat_perplexity(model, tokenizer, [i.conversation for i in evalset.test], **ppl_kw),
         "heldout_perplexity": chat_perplexity(
