@@ -18,11 +18,12 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,8 +81,7 @@ class OpenAIServer:
         self._default: Reply = "{}"
         self._responder: Callable[[dict[str, Any]], Reply] | None = None
         self.requests: list[Recorded] = []
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._running: Any = None  # the serving() context while started
         self.port = 0
 
     @property
@@ -145,35 +145,45 @@ class OpenAIServer:
 
     def start(self) -> OpenAIServer:
         """Bind a free port and serve in a daemon thread; returns once the server accepts requests."""
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test OpenAI server did not start within 20 s")
-            time.sleep(0.01)
+        self._running = serving(self._app(), lifespan="off")
+        self.port = int(self._running.__enter__().rsplit(":", 1)[1])
         return self
 
     def stop(self) -> None:
         """Ask uvicorn to exit and wait for its thread."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._running is not None:
+            self._running.__exit__(None, None, None)
+            self._running = None
 
     def __enter__(self) -> OpenAIServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def serving(app: Any, lifespan: str = "auto") -> Iterator[str]:
+    """Run ``app`` under a real uvicorn in a daemon thread on a free loopback port; yield its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start within 30 s")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def _completion(model: str, text: str) -> dict[str, Any]:

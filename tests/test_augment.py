@@ -6,9 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -276,23 +273,10 @@ def _app():
 @contextlib.contextmanager
 def serving() -> Iterator[str]:
     """The fake LLM under a real uvicorn in a thread on a free loopback port; yields its /v1 URL."""
-    import uvicorn
+    from tests.openai_server import serving as serve_app
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(_app(), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve_app(_app(), lifespan="off") as base:
+        yield f"{base}/v1"
 
 
 def test_llm_back_translation_and_self_instruct_through_a_live_endpoint(data_dir, tmp_path):

@@ -8,12 +8,9 @@ the training render. One server serves an unmerged LoRA adapter folder on its ba
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -80,26 +77,11 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
     return {"base": base, "chat": root / "chat", "adapter": root / "adapter"}
 
 
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """Run ``app`` under uvicorn in a thread on a free port; yield its base URL."""
-    import uvicorn
+def serving(app) -> AbstractContextManager[str]:
+    """Run ``app`` under uvicorn in a thread on a free port; yields its base URL."""
+    from tests.openai_server import serving as serve_app
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    return serve_app(app)
 
 
 def _app(model_dir: Path, key: str | None = None, **cfg):
