@@ -26,14 +26,17 @@ def test_dvc_stages_and_flow_tasks_are_the_same_list():
 
 
 def test_every_shipped_config_parses():
-    from steps.ingest import IngestConfig
-    from steps.train import TrainConfig
-    from steps.validate import ValidateConfig
+    from steps import augment, evaluate, ingest, merge, promote, register, serve, train, validate
 
     params = read_params(ROOT / "params.yaml")
-    load_section(IngestConfig, "ingest", params)
-    load_section(ValidateConfig, "validate", params)
-    load_section(TrainConfig, "train", params)
+    for name, module in (("ingest", ingest), ("validate", validate), ("augment", augment), ("train", train),
+                         ("evaluate", evaluate), ("merge", merge), ("serve", serve)):  # fmt: skip
+        load_section(getattr(module, f"{name.capitalize()}Config"), name, params)
+    register.load_config(params)
+    promote.load_config(params)
+    for path in [*ROOT.glob("deploy/**/*.yaml"), *ROOT.glob("deploy/**/*.json")]:  # every shipped deploy file
+        docs = list(yaml.safe_load_all(path.read_text()))  # JSON is YAML too
+        assert docs and all(d is not None for d in docs), path
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in dvc["stages"].items():
         assert stage["cmd"].startswith(f"python -m steps.{name} ")
