@@ -74,10 +74,15 @@ def run(cfg: RegisterConfig, merged_dir: Path | str, evaluate_dir: Path | str, o
     if gate.get("passed") is not True:
         reasons = [f"gate did not pass ({gate_path}): " + ("; ".join(gate.get("reasons") or []) or "no gate result")]
         result = RegisterResult(False, None, None, None, None, reasons, "not linked", out_dir)
+    elif (same := _registered_with(cfg, weights_digests(merged_dir))) is not None:
+        # The same weights as a version already registered (a rerun after a params change that did not
+        # touch training): that version stands, no second tag for one model.
+        result = RegisterResult(True, same.version, same.tag, same.record["model"]["md5"], None,
+                                [f"same weights as {same.version}: not registered again"], "not linked", out_dir)  # fmt: skip
     else:
         record = {"metrics": evaluation["candidate"], "gate": {"passed": True, "reasons": gate.get("reasons") or []},
                   "evaluated_against": evaluation.get("production_version"), "production_metrics": evaluation.get("production"),
-                  "lineage": collect_lineage(cfg, merged_dir)}  # fmt: skip
+                  "weights": weights_digests(merged_dir), "lineage": collect_lineage(cfg, merged_dir)}  # fmt: skip
         info = Registry(cfg.registry).register(merged_dir, record, bump=cfg.bump, stage=cfg.stage, who=cfg.who, why=cfg.message)
         wandb = link_wandb(cfg.registry, info, cfg.stage)
         result = RegisterResult(True, info.version, info.tag, info.record["model"]["md5"], cfg.stage,
@@ -91,6 +96,20 @@ def run(cfg: RegisterConfig, merged_dir: Path | str, evaluate_dir: Path | str, o
     write_manifest(tmp, "register", cfg, inputs, {"registration": tmp / "registration.json"}, registration, started)
     publish_dir(tmp, out_dir)
     return result
+
+
+def weights_digests(merged_dir: Path) -> dict[str, str]:
+    """sha256 of each weights file the merge step published (its manifest's output digests)."""
+    outputs = (read_json(Path(merged_dir) / "manifest.json") or {}).get("output_digests") or {}
+    return {name: digest for name, digest in sorted(outputs.items()) if name.endswith(".safetensors") and digest}
+
+
+def _registered_with(cfg: RegisterConfig, weights: dict[str, str]) -> Any:
+    """The registered version whose record carries exactly these weights, if any."""
+    if not weights:
+        return None
+    versions = Registry(cfg.registry).state().versions.values()
+    return next((v for v in versions if v.record.get("weights") == weights), None)
 
 
 def collect_lineage(cfg: RegisterConfig, merged_dir: Path) -> dict[str, Any]:

@@ -107,6 +107,17 @@ def test_flow_runs_under_prefect_test_harness(tmp_path, prefect_harness, monkeyp
     assert states == dict.fromkeys(states, "Cached"), states
     assert production_version(str(tmp_path)) == "v0.1.0"
 
+    # An evaluation setting changes: evaluate and merge run again, the same weights are not registered
+    # twice, and production stays the version it is.
+    values = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    values["evaluate"]["worst_examples"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    third = retrain(params="params.yaml", data_dir="data", return_state=True)
+    assert third.is_completed(), third.message
+    assert _task_states(third)["evaluate"] == "Completed" and _task_states(third)["train"] == "Cached"
+    assert "v0.1.0 is production (was v0.1.0)" in third.message
+    assert subprocess.run(["git", "tag"], cwd=tmp_path, capture_output=True, text=True).stdout.count("@v") == 1
+
 
 def _task_states(flow_state) -> dict[str, str]:
     """Step name -> final state name of each task run of a flow run, in start order."""
