@@ -97,6 +97,22 @@ def build_model(cfg: Any, stage: str, labels: list[str] | None = None) -> tuple[
     return model, tokenizer
 
 
+def adapter_base_folder(model_dir: Path | str, train_config: dict[str, Any]) -> str:
+    """The folder a trained adapter sits on: adapter_config's own base when it is still there, else the
+    train config's start (``init_from`` or ``base_model``, rebuilt by ``start_folder``).
+
+    Raises:
+        OSError or ValueError: the recorded base is gone and the train config's cannot be loaded.
+    """
+    named = json.loads((Path(model_dir) / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if named and (Path(named) / "config.json").is_file():
+        return str(named)
+    start = train_config.get("init_from") or train_config.get("base_model")
+    if not start:
+        raise ValueError(f"{model_dir}: its base {named!r} is not here and no train config names one")
+    return start_folder(start)
+
+
 def start_folder(spec: str) -> str:
     """A folder ``from_pretrained`` loads: the model itself, or an adapter merged into its base.
 

@@ -72,17 +72,6 @@ def build_eval_set(data_dir: Path, max_examples: int, max_heldout: int | None = 
     )
 
 
-def trained_base(model_dir: Path) -> str | None:
-    """The base a trained adapter folder sits on: the train manifest's base_model, else adapter_config's."""
-    manifest = Path(model_dir) / "manifest.json"
-    if manifest.is_file():
-        base = json.loads(manifest.read_text(encoding="utf-8")).get("config", {}).get("base_model")
-        if base:
-            return str(base)
-    cfg = Path(model_dir) / "adapter_config.json"
-    return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path") if cfg.is_file() else None
-
-
 def load_trained(model_dir: Path | str) -> tuple[Any, Any]:
     """(model, tokenizer) of a trained folder in fp32 for evaluation: a full model, or an adapter on its base.
 
@@ -97,7 +86,11 @@ def load_trained(model_dir: Path | str) -> tuple[Any, Any]:
     if (model_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_model(trained_base(model_dir)), str(model_dir))
+        from steps._builders import adapter_base_folder
+
+        manifest = model_dir / "manifest.json"
+        train = json.loads(manifest.read_text(encoding="utf-8")).get("config", {}) if manifest.is_file() else {}
+        model = PeftModel.from_pretrained(load_model(adapter_base_folder(model_dir, train)), str(model_dir))
     else:
         model = load_model(str(model_dir))
     return model.eval(), tokenizer

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps._builders import SEQ_CLS_STAGES, start_folder
+from steps._builders import SEQ_CLS_STAGES, adapter_base_folder
 from steps._cli import step_main
 from steps._config import ConfigError
 from steps._io import atomic_write_json, atomic_write_text, file_digest, publish_dir, read_jsonl, staging_dir
@@ -201,15 +201,12 @@ def _full(model_dir: Path, out: Path) -> dict[str, Any]:
 
 
 def _base_folder(model_dir: Path, peft_cfg: Any, train: dict[str, Any]) -> str:
-    """The folder the adapter was trained on: adapter_config's own, else rebuilt from the train config."""
-    named = peft_cfg.base_model_name_or_path
-    if named and (Path(named) / "config.json").is_file():
-        return str(named)
+    """The folder the adapter was trained on (steps._builders.adapter_base_folder), as a MergeError when gone."""
     try:
-        return start_folder(train["config"].get("init_from") or train["config"]["base_model"])
+        return adapter_base_folder(model_dir, train["config"])
     except (OSError, ValueError) as exc:
-        raise MergeError(f"{model_dir}/adapter_config.json: base {named!r} is gone and the train config's base "
-                         f"cannot be loaded ({exc}); set base.base_model to the model it was trained on") from exc
+        raise MergeError(f"{model_dir}/adapter_config.json: base {peft_cfg.base_model_name_or_path!r} is gone and the train "
+                         f"config's base cannot be loaded ({exc}); set base.base_model to the model it was trained on") from exc
 
 
 def _load(where: str, stage: str, model_dir: Path, tok: Any) -> Any:

@@ -124,3 +124,18 @@ def test_missing_train_manifest_is_a_clear_error(project, tmp_path):
 
     with pytest.raises(ModelError, match="run `tunegate train` first"):
         evaluate.run(_cfg(project, {}), project / "data", project / "base", tmp_path / "out")
+
+
+def test_an_adapter_is_evaluated_on_the_base_it_was_trained_on(project, tmp_path):
+    """adapter_config's base when it is there (an sft model for a dpo adapter), else the train config's start."""
+    from steps._builders import adapter_base_folder
+
+    sft = project / "same"  # stands in for the model an init_from adapter was trained on
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    atomic_write_json(adapter / "adapter_config.json", {"base_model_name_or_path": str(sft)})
+    assert adapter_base_folder(adapter, {"base_model": str(project / "base")}) == str(sft)
+    atomic_write_json(adapter / "adapter_config.json", {"base_model_name_or_path": str(tmp_path / "gone")})
+    assert Path(adapter_base_folder(adapter, {"base_model": str(project / "base")})).resolve() == (project / "base").resolve()
+    with pytest.raises(ValueError, match="no train config names one"):
+        adapter_base_folder(adapter, {})
