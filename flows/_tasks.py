@@ -23,7 +23,8 @@ from prefect import task
 ROOT = Path(__file__).resolve().parent.parent
 # Failures worth a retry: a flaky filesystem, network (judge endpoint, S3 remote), a killed worker.
 TRANSIENT = (OSError, ConnectionError, TimeoutError)
-GPU_STEPS = frozenset({"train"})  # tagged for the work-pool concurrency limit `tunegate-gpu`
+GPU_STEPS = frozenset({"train"})
+PLACEMENT = frozenset({"deployment", "job_variables"})  # flows/_dispatch.placed_step's own arguments  # tagged for the work-pool concurrency limit `tunegate-gpu`
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,6 +65,8 @@ def step_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     h = hashlib.sha256(context.task.name.encode())
     h.update(code_digest().encode())
     for name, value in sorted(parameters.items()):
+        if name in PLACEMENT:  # where a step runs does not change what it makes
+            continue
         h.update(name.encode())
         if dataclasses.is_dataclass(value):
             config = dataclasses.asdict(value)
@@ -90,7 +93,7 @@ def _transient(task_: Any, task_run: Any, state: Any) -> bool:
 
 
 def step_task(name: str, fn: Any) -> Any:
-    """``fn`` (a step's ``run``) as a cached, retried Prefect task named like its DVC stage."""
+    """``fn`` (a step's ``run``, or its placed_step) as a cached, retried Prefect task named like its DVC stage."""
     return task(
         name=name,
         cache_key_fn=step_cache_key,

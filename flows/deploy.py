@@ -1,7 +1,8 @@
 """``tunegate deploy``: create the work pool(s) and the deployments of deploy/prefect.yaml for one pool.
 
 deploy/prefect.yaml is the one description of what runs where; this command picks the part of it
-for a pool (``retrain-<pool>`` plus ``raw-data-watch``), creates the pools those deployments name
+for a pool (``retrain-<pool>`` plus ``raw-data-watch``; with ``--per-step``, ``retrain-steps-<pool>``
+and ``step-<pool>`` instead of ``retrain-<pool>``), creates the pools those deployments name
 when they are missing (docker and kubernetes from the templates in deploy/workpools/), runs
 Prefect's own ``prefect deploy`` on them, and prints the worker command for each pool.
 
@@ -48,6 +49,8 @@ WORKER_SETUP = {
 PoolOption = Annotated[str, typer.Option("--pool", "-p", help="Where retrain runs: process, docker or kubernetes.")]
 NameOption = Annotated[Optional[list[str]], typer.Option(
     "--name", "-n", help="Only this deployment (repeatable); default: retrain-<pool> and raw-data-watch.")]  # fmt: skip
+PerStepOption = Annotated[bool, typer.Option(
+    "--per-step", help="Each step in its own container of --pool; the flow itself in the process pool.")]  # fmt: skip
 ApplyOption = Annotated[bool, typer.Option("--apply/--dry-run", help="--dry-run prints the plan and changes nothing.")]
 FileOption = Annotated[Path, typer.Option("--prefect-file", help="The deployments file (run from the repo root).")]
 
@@ -85,11 +88,14 @@ def read_deployments(prefect_file: Path) -> list[dict[str, Any]]:
     return deployments
 
 
-def plan_deploy(deployments: list[dict[str, Any]], pool: str, names: list[str], prefect_file: Path) -> DeployPlan:
-    """Pick the deployments for ``pool`` (all on that pool, plus the watch) or exactly ``names``.
+def plan_deploy(deployments: list[dict[str, Any]], pool: str, names: list[str], prefect_file: Path,
+                per_step: bool = False) -> DeployPlan:  # fmt: skip
+    """Pick the deployments for ``pool`` or exactly ``names``.
 
-    Pure: the selection and the pools it needs follow from the file alone, so a dry run and the
-    tests see the same plan the real run applies.
+    For a pool: ``retrain-<pool>`` (the whole flow there) plus the watch; with ``per_step``,
+    ``retrain-steps-<pool>`` (the flow in the process pool, each step a container of ``pool``),
+    ``step-<pool>`` and the watch. Pure: the selection and the pools it needs follow from the file
+    alone, so a dry run and the tests see the same plan the real run applies.
     """
     if pool not in POOLS:
         raise DeployError(f"--pool {pool!r}: unknown pool; use one of {', '.join(POOLS)}")
@@ -97,7 +103,12 @@ def plan_deploy(deployments: list[dict[str, Any]], pool: str, names: list[str], 
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise DeployError(f"{prefect_file}: no deployment named {', '.join(unknown)}; it has {', '.join(map(str, by_name))}")
-    chosen = names or [n for n, d in by_name.items() if _pool_of(d) == POOLS[pool] or n == WATCH]
+    wanted = [f"retrain-steps-{pool}", f"step-{pool}", WATCH] if per_step else [f"retrain-{pool}", WATCH]
+    missing = [n for n in wanted if n not in by_name]
+    if not names and missing:
+        raise DeployError(f"{prefect_file}: no deployment {', '.join(missing)} for --pool {pool}"
+                          f"{' --per-step' if per_step else ''}; it has {', '.join(map(str, by_name))}")  # fmt: skip
+    chosen = names or wanted
     kinds = {v: k for k, v in POOLS.items()}
     pools: dict[str, str] = {}
     for n in chosen:
@@ -171,6 +182,7 @@ def prefect_env() -> dict[str, str]:
 def deploy_command(
     pool: PoolOption = "process",
     name: NameOption = None,
+    per_step: PerStepOption = False,
     apply: ApplyOption = True,
     prefect_file: FileOption = PREFECT_FILE,
 ) -> DeployPlan:
@@ -179,7 +191,7 @@ def deploy_command(
     Cloud) choose the Prefect server, as for any Prefect command."""
     names = [name] if isinstance(name, str) else list(name or [])
     try:
-        plan = plan_deploy(read_deployments(prefect_file), pool, names, prefect_file)
+        plan = plan_deploy(read_deployments(prefect_file), pool, names, prefect_file, per_step)
         if apply:
             created = asyncio.run(ensure_pools(plan.pools))
     except (DeployError, yaml.YAMLError) as exc:

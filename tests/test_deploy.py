@@ -25,8 +25,10 @@ from flows import deploy, watch
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_FILE = ROOT / "deploy" / "prefect.yaml"
-RETRAINS = ("retrain-process", "retrain-docker", "retrain-kubernetes")
-FLOW_OF = {**{n: "retrain" for n in RETRAINS}, "raw-data-watch": "raw-data-watch"}
+RETRAINS = ("retrain-process", "retrain-docker", "retrain-kubernetes", "retrain-steps-docker")
+STEP_DEPLOYMENTS = ("step-process", "step-docker", "step-kubernetes")  # started by retrain, never on their own
+FLOW_OF = {**{n: "retrain" for n in RETRAINS}, **{n: "tunegate-step" for n in STEP_DEPLOYMENTS},
+           "raw-data-watch": "raw-data-watch"}  # fmt: skip
 
 
 def _deployments() -> dict[str, dict]:
@@ -80,6 +82,9 @@ def test_schedules_parse_and_retrain_weekly_on_monday_at_three_utc():
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
     for name, d in _deployments().items():
+        if name in STEP_DEPLOYMENTS:
+            assert "schedules" not in d and "triggers" not in d, name
+            continue
         (spec,) = d["schedules"]
         if name in RETRAINS:
             schedule = CronSchedule(cron=spec["cron"], timezone=spec["timezone"])
@@ -115,6 +120,11 @@ def test_plan_picks_the_pools_deployments_plus_the_watch():
     assert [c.split()[:5] for c in plan.worker_commands()] == [
         ["prefect", "worker", "start", "--pool", "tunegate-docker"], ["prefect", "worker", "start", "--pool", "tunegate-process"]]  # fmt: skip
     assert deploy.plan_deploy(ds, "process", [], PREFECT_FILE).pools == {"tunegate-process": "process"}
+    per_step = deploy.plan_deploy(ds, "docker", [], PREFECT_FILE, per_step=True)
+    assert per_step.deployments == ("retrain-steps-docker", "step-docker", "raw-data-watch")
+    assert per_step.pools == {"tunegate-docker": "docker", "tunegate-process": "process"}
+    with pytest.raises(deploy.DeployError, match="no deployment retrain-steps-kubernetes for --pool kubernetes --per-step"):
+        deploy.plan_deploy(ds, "kubernetes", [], PREFECT_FILE, per_step=True)
     with pytest.raises(deploy.DeployError, match="retrain-gpu.*it has"):
         deploy.plan_deploy(ds, "process", ["retrain-gpu"], PREFECT_FILE)
     with pytest.raises(deploy.DeployError, match="unknown pool"):
@@ -224,7 +234,7 @@ def test_deploy_command_creates_pools_schedules_and_triggers(deployed):
     for name, d in found.items():
         spec = _deployments()[name]
         assert d.work_pool_name == spec["work_pool"]["name"] and d.entrypoint == spec["entrypoint"]
-        assert [s.slug for s in d.schedules] == [spec["schedules"][0]["slug"]]
+        assert [s.slug for s in d.schedules] == [s["slug"] for s in spec.get("schedules", [])]
     assert found["retrain-process"].schedules[0].schedule.cron == "0 3 * * 1"
     assert found["retrain-process"].pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]  # fmt: skip

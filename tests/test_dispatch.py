@@ -1,0 +1,186 @@
+"""Per-step placement: each step of the retrain flow as its own flow run in a work pool (flows/_dispatch.py).
+
+The pure parts (the placement file, what crosses over, the cache key) are checked directly; the
+end-to-end test deploys ``step-process`` with ``tunegate deploy`` (Prefect's own ``prefect deploy``),
+starts a real process worker, and runs the retrain flow with every placeable step sent to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from flows import _dispatch
+from flows._dispatch import PlacementError, load_placement
+from steps import demo_data, ingest
+from steps._config import from_dict, load_section, read_params
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB_VARIABLES = ROOT / _dispatch.JOB_VARIABLES
+STEPS = ("ingest", "validate", "augment", "train", "evaluate", "merge", "register", "promote")
+PLACEABLE = STEPS[:6]
+
+
+def test_every_section_of_the_shipped_file_places_every_step_but_register_and_promote():
+    deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "deploy/prefect.yaml").read_text())["deployments"]}
+    for section in ("process", "docker", "kubernetes"):
+        placement = load_placement(section, STEPS, JOB_VARIABLES)
+        assert tuple(placement.job_variables) == PLACEABLE
+        flow_name, name = placement.deployment.split("/")
+        assert flow_name == "tunegate-step" and deployments[name]["entrypoint"] == "flows.step:run_step"
+        assert deployments[name]["work_pool"]["name"] == f"tunegate-{section}"
+    assert load_placement(None, STEPS, JOB_VARIABLES) is None
+    assert deployments["retrain-steps-docker"]["parameters"]["steps_in"] == "docker"
+
+
+@pytest.mark.parametrize(
+    ("text", "section", "match"),
+    [
+        ("docker:\n  register: {}\n", "docker", r"docker\.register: register writes git tags.*remove it"),
+        ("docker:\n  trian: {}\n", "docker", r"docker\.trian: not a step \(did you mean 'train'\?\)"),
+        ("docker:\n  train: gpu\n", "docker", r"docker\.train: expected a mapping"),
+        ("docker: {}\n", "kubernetes", r"no section 'kubernetes' for steps_in; it has docker"),
+    ],
+)
+def test_a_bad_placement_names_the_file_the_entry_and_the_fix(tmp_path, text, section, match):
+    path = tmp_path / "job_variables.yaml"
+    path.write_text(text)
+    with pytest.raises(PlacementError, match=match):
+        load_placement(section, STEPS, path)
+    with pytest.raises(PlacementError, match="not found"):
+        load_placement("docker", STEPS, tmp_path / "missing.yaml")
+
+
+def test_every_config_crosses_over_as_json_and_comes_back_equal():
+    from flows.retrain import STEPS as MODULES
+
+    values = read_params(ROOT / "params.yaml")
+    for step in PLACEABLE:
+        cls = getattr(MODULES[step], f"{step.capitalize()}Config")
+        cfg = load_section(cls, step, values)
+        sent = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+        assert from_dict(cls, sent, step) == cfg, step
+
+
+def test_a_path_in_the_model_cache_travels_relative_to_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEGATE_CACHE", str(tmp_path / "here"))
+    sent = _dispatch.portable(tmp_path / "here" / "registry" / "v1")
+    assert sent == "$TUNEGATE_CACHE/registry/v1"
+    assert _dispatch.portable("data/validated") == "data/validated" and _dispatch.portable(None) is None
+    monkeypatch.setenv("TUNEGATE_CACHE", "/cache")  # the container's
+    assert _dispatch.local(sent) == Path("/cache/registry/v1")
+    assert _dispatch.local("data/validated") == Path("data/validated")
+
+
+def test_a_step_run_here_leaves_the_result_the_flow_reads_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    demo_data.run(tmp_path / "data" / "raw")
+    cfg = load_section(ingest.IngestConfig, "ingest", read_params(ROOT / "params.yaml"))
+    params = _dispatch.step_parameters("ingest", ingest.run, (cfg,), {"out_dir": Path("data/prepared")})
+    assert params["paths"] == {"out_dir": "data/prepared"}
+    json.dumps(params)  # all JSON: Prefect stores it as the flow run's parameters
+    result = _dispatch.run_here(ingest, **params)
+    back = _dispatch.read_result(ingest, "ingest", Path("data/prepared"))
+    assert back == result and isinstance(back.out_dir, Path) and back.passed
+    with pytest.raises(_dispatch.StepRunFailed, match="left no result; the worker must see"):
+        _dispatch.read_result(ingest, "ingest", tmp_path / "nowhere")
+
+
+def test_a_placed_step_is_the_same_task_with_the_same_cache_key():
+    import inspect
+
+    from flows._tasks import step_cache_key
+    from flows.retrain import PLACED, STEPS as MODULES, TASKS
+
+    assert list(PLACED) == list(PLACEABLE)
+    for step, task_ in PLACED.items():
+        run_params = list(inspect.signature(MODULES[step].run).parameters)
+        assert list(inspect.signature(task_.fn).parameters) == [*run_params, "deployment", "job_variables"]
+        assert task_.name == TASKS[step].name and task_.tags == TASKS[step].tags
+    context = SimpleNamespace(task=SimpleNamespace(name="train"))
+    here = step_cache_key(context, {"cfg": 1, "out_dir": "models/train"})
+    there = step_cache_key(context, {"cfg": 1, "out_dir": "models/train", "deployment": "tunegate-step/step-docker",
+                                     "job_variables": {"image": "localhost/tunegate-gpu:0.1.0"}})  # fmt: skip
+    assert here == there
+
+
+# ---------------------------------------------------------------- end to end, a real process worker
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from tests.tiny import save_tiny_model
+
+    return Path(save_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+def _flow_runs(flow_name: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                                     sort=FlowRunSort.START_TIME_ASC)  # fmt: skip
+
+
+async def _remove(deployment_name: str, pool: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        found = await client.read_deployment_by_name(deployment_name)
+        await client.delete_deployment(found.id)
+        await client.delete_work_pool(pool)
+
+
+@pytest.mark.integration
+def test_each_step_runs_as_its_own_flow_run_in_a_process_worker(tmp_path, prefect_harness, monkeypatch, tiny_model_dir):
+    from flows import deploy
+    from flows.retrain import retrain
+    from tests.test_pipeline import _project, _task_states
+
+    project = _project(tmp_path, tiny_model_dir)
+    monkeypatch.chdir(project)  # the deployment's working directory: where the worker runs each step
+    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(key, "t")
+    deploy.deploy_command(name=["step-process"], apply=True, prefect_file=ROOT / "deploy" / "prefect.yaml")
+    env = deploy.prefect_env() | {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "tunegate-process",
+                               "--type", "process", "--name", "test-step-worker"],
+                              cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        started = time.perf_counter()
+        state = retrain(params="params.yaml", steps_in="process", job_variables_file=str(JOB_VARIABLES), return_state=True)
+        seconds = time.perf_counter() - started
+        assert state.is_completed(), f"{state.message}\n{(tmp_path / 'worker.log').read_text()[-4000:]}"
+        assert "v0.1.0 is production" in state.message
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        log.close()
+
+    steps = _flow_runs("tunegate-step")
+    assert [r.parameters["step"] for r in steps] == list(PLACEABLE)
+    assert all(r.state.is_completed() for r in steps)
+    assert all(r.parent_task_run_id is not None for r in steps)  # each a child of its task in the UI
+    assert len({r.infrastructure_pid for r in steps} - {None}) == len(PLACEABLE)  # a process each
+    assert set(_task_states(state).values()) == {"Completed"}
+    for out in ("data/prepared", "data/validated", "models/train", "models/evaluate", "models/merged"):
+        assert (project / out / _dispatch.RESULT_FILE).is_file(), out
+    print(f"retrain with 6 steps in a process worker: {seconds:.1f} s")
+
+    # Where a step ran does not change what it made: the same flow without placement is all cached.
+    again = retrain(params="params.yaml", return_state=True)
+    assert again.is_completed(), again.message
+    assert set(_task_states(again).values()) == {"Cached"}
+    asyncio.run(_remove("tunegate-step/step-process", "tunegate-process"))
