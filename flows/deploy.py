@@ -123,16 +123,17 @@ def _pool_of(deployment: dict[str, Any]) -> str | None:
     return (deployment.get("work_pool") or {}).get("name")
 
 
-def base_job_template(kind: str) -> dict[str, Any]:
-    """The pool's base job template: tunegate's for docker and kubernetes, Prefect's own for process."""
+def base_job_template(kind: str, prefect_file: Path = PREFECT_FILE) -> dict[str, Any]:
+    """The pool's base job template: tunegate's for docker and kubernetes (deploy/workpools/, beside
+    ``prefect_file``), Prefect's own for process."""
     if kind in TEMPLATES:
-        return json.loads(TEMPLATES[kind].read_text(encoding="utf-8"))
+        return json.loads((prefect_file.parent.parent / TEMPLATES[kind]).read_text(encoding="utf-8"))
     from prefect.workers.process import ProcessWorker
 
     return ProcessWorker.get_default_base_job_template()
 
 
-async def ensure_pools(pools: dict[str, str]) -> dict[str, bool]:
+async def ensure_pools(pools: dict[str, str], prefect_file: Path = PREFECT_FILE) -> dict[str, bool]:
     """Create each missing pool with its template; an existing pool is left as it is. Returns name -> created.
 
     Raises:
@@ -154,7 +155,7 @@ async def ensure_pools(pools: dict[str, str]) -> dict[str, bool]:
                                   f"delete it (`prefect work-pool delete {name}`) and deploy again")  # fmt: skip
             if existing is None:
                 await client.create_work_pool(WorkPoolCreate(
-                    name=name, type=kind, base_job_template=base_job_template(kind),
+                    name=name, type=kind, base_job_template=base_job_template(kind, prefect_file),
                     description=f"tunegate: runs the retrain flow ({kind}); see deploy/prefect.yaml"))  # fmt: skip
             created[name] = existing is None
     return created
@@ -193,7 +194,7 @@ def deploy_command(
     try:
         plan = plan_deploy(read_deployments(prefect_file), pool, names, prefect_file, per_step)
         if apply:
-            created = asyncio.run(ensure_pools(plan.pools))
+            created = asyncio.run(ensure_pools(plan.pools, prefect_file))
     except (DeployError, yaml.YAMLError) as exc:
         typer.echo(f"deploy: {exc}", err=True)
         raise typer.Exit(2) from None

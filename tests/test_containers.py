@@ -104,26 +104,14 @@ def cpu_image(podman_env) -> str:
 
 
 @pytest.fixture(scope="module")
-def docker_client(podman_env, tmp_path_factory):
-    """docker-py on podman's Docker-compatible API: a `podman system service` this fixture starts and stops."""
-    docker = pytest.importorskip("docker", reason="pip install -c constraints.txt docker")
+def docker_host(podman_env, tmp_path_factory):
+    """DOCKER_HOST of a podman Docker-compatible API service (``podman system service``) this fixture starts and stops."""
     socket = tmp_path_factory.mktemp("podman") / "podman.sock"
     # The service inherits CONTAINERS_CONF: API clients send no ulimits and podman's defaults fail here.
     service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"], env=podman_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:  # the client asks the service for its API version on creation
-            try:
-                client = docker.DockerClient(base_url=f"unix://{socket}", timeout=600)
-                break
-            except docker.errors.DockerException:
-                if time.monotonic() > deadline or service.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        assert client.ping()
-        yield client
-        client.close()
+        yield f"unix://{socket}", service
     finally:
         service.terminate()  # our own child, by its PID
         try:
@@ -131,6 +119,25 @@ def docker_client(podman_env, tmp_path_factory):
         except subprocess.TimeoutExpired:
             service.kill()
             service.wait()
+
+
+@pytest.fixture(scope="module")
+def docker_client(docker_host):
+    """docker-py on podman's Docker-compatible API."""
+    docker = pytest.importorskip("docker", reason="pip install -c constraints.txt docker")
+    url, service = docker_host
+    deadline = time.monotonic() + 30
+    while True:  # the client asks the service for its API version on creation
+        try:
+            client = docker.DockerClient(base_url=url, timeout=600)
+            break
+        except docker.errors.DockerException:
+            if time.monotonic() > deadline or service.poll() is not None:
+                raise
+            time.sleep(0.2)
+    assert client.ping()
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +223,72 @@ def test_ingest_and_validate_in_the_cpu_image(docker_client, cpu_image, workspac
     if os.geteuid() == 0:  # rootful podman: the container's uid is the host's
         assert (workspace / "data" / "validated" / "manifest.json").stat().st_uid == 1000
     print("container timings:", json.dumps(TIMINGS))
+
+
+@pytest.mark.container
+@pytest.mark.integration
+@pytest.mark.timeout(COLD_BUILD_TIMEOUT)
+def test_the_flow_sends_steps_to_a_real_docker_worker(docker_host, docker_client, cpu_image, prefect_harness,
+                                                      tmp_path, monkeypatch):  # fmt: skip
+    """retrain(steps_in=docker): ingest and validate run as tunegate-step flow runs in the CPU image, started by
+    prefect-docker's own worker (through podman's Docker API) from the step-docker deployment of deploy/prefect.yaml;
+    the rest of the flow runs here on their outputs, and the model is promoted."""
+    pytest.importorskip("prefect_docker", reason="pip install -c constraints.txt prefect-docker")
+    import asyncio
+
+    import yaml
+    from prefect.client.orchestration import get_client
+
+    from flows import deploy
+    from flows.retrain import retrain
+    from tests.test_dispatch import _flow_runs
+    from tests.test_pipeline import _project, _task_states
+    from tests.tiny import save_tiny_model
+
+    # The project: the base model inside it (data/base-model), so the same relative path works here
+    # and in the container (cwd /app, ./data mounted at /app/data); data/ writable by the image's uid 1000.
+    project = _project(tmp_path / "project", save_tiny_model(tmp_path / "project" / "data" / "base-model"))
+    values = yaml.safe_load((project / "params.yaml").read_text())
+    values["base"]["base_model"] = "data/base-model"
+    (project / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    for p in [project / "data", *(project / "data").rglob("*")]:
+        p.chmod(0o777 if p.is_dir() else 0o666)
+    placement = tmp_path / "job_variables.yaml"  # the shipped docker section, on this build's tag, for two steps
+    placement.write_text(yaml.safe_dump({"docker": {"ingest": {"image": cpu_image}, "validate": {"image": cpu_image}}}))
+    monkeypatch.chdir(project)
+    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(key, "t")
+
+    deploy.deploy_command(name=["step-docker"], apply=True, prefect_file=REPO / "deploy" / "prefect.yaml")
+    env = deploy.prefect_env() | {"DOCKER_HOST": docker_host[0],
+                                  "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}  # fmt: skip
+    log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "tunegate-docker", "--type", "docker",
+                               "--name", "test-docker-worker"], cwd=project, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        state = _timed("retrain_with_two_steps_in_containers_s", retrain, params="params.yaml", steps_in="docker",
+                       job_variables_file=str(placement), return_state=True)  # fmt: skip
+        assert state.is_completed(), f"{state.message}\n{(tmp_path / 'worker.log').read_text()[-6000:]}"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        log.close()
+    assert "v0.1.0 is production" in state.message
+    steps = [r for r in _flow_runs("tunegate-step") if r.work_pool_name == "tunegate-docker"]
+    assert [r.parameters["step"] for r in steps] == ["ingest", "validate"]
+    assert all(r.state.is_completed() and r.job_variables["image"] == cpu_image for r in steps)
+    if os.geteuid() == 0:  # rootful podman: written by the image's user, uid 1000
+        assert (project / "data" / "validated" / "manifest.json").stat().st_uid == 1000
+    assert set(_task_states(state).values()) == {"Completed"}
+    print("container timings:", json.dumps(TIMINGS))
+
+    async def remove():
+        async with get_client() as client:
+            await client.delete_deployment((await client.read_deployment_by_name("tunegate-step/step-docker")).id)
+            await client.delete_work_pool("tunegate-docker")
+
+    asyncio.run(remove())
 
 
 # ---------------------------------------------------------------- work pools (no podman needed)
