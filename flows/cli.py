@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -192,11 +193,14 @@ def run(
     params: str = PARAMS,
     data_dir: str = typer.Option("data", help="Where the data steps write their outputs."),
     models_dir: str = typer.Option("models", help="Where the model steps write their outputs."),
+    steps_in: Optional[str] = typer.Option(
+        None, help="Send each step to this pool's step deployment (process, docker, kubernetes: a section of "
+        "deploy/workpools/job_variables.yaml); needs a Prefect server, the step-<pool> deployment and its worker."),
 ) -> None:
     """Run the whole retrain flow under Prefect (its ephemeral local server unless PREFECT_API_URL is set)."""
     from flows.retrain import retrain
 
-    state = retrain(params=params, data_dir=data_dir, models_dir=models_dir, return_state=True)
+    state = retrain(params=params, data_dir=data_dir, models_dir=models_dir, steps_in=steps_in, return_state=True)
     typer.echo(f"retrain: {state.name}: {state.message or ''}")
     _where_to_look(Path(data_dir), Path(models_dir))
     raise typer.Exit(0 if state.is_completed() else 1)
