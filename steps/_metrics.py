@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,10 +126,11 @@ def text_metrics(predictions: Sequence[str], references: Sequence[str], *, encod
     preds, refs = _text_pairs(predictions, references)
     path = encoder_path(encoder)
     pairs = dict(predictions=preds, references=refs)
-    bleu = load_metric("bleu", source).compute(**pairs)
-    sentence_bleu = bleu.get("sentence_scores") or load_metric("bleu").compute(**pairs)["sentence_scores"]
+    bleu_tokenize, rouge_tokenizer = text_tokenization(refs)
+    bleu = load_metric("bleu", source).compute(**pairs, tokenize=bleu_tokenize)
+    sentence_bleu = bleu.get("sentence_scores") or load_metric("bleu").compute(**pairs, tokenize=bleu_tokenize)["sentence_scores"]
     rouge = load_metric("rouge", source).compute(**pairs, rouge_types=list(ROUGE_TYPES), use_stemmer=True,
-                                                 use_aggregator=False)
+                                                 use_aggregator=False, tokenizer=rouge_tokenizer)
     bert = load_metric("bertscore", source).compute(**pairs, model_type=path, num_layers=encoder_layers(path),
                                                     batch_size=batch_size)
     exact = load_metric("exact_match").compute(**pairs)
@@ -141,6 +143,50 @@ def text_metrics(predictions: Sequence[str], references: Sequence[str], *, encod
         corpus={k: float(corpus[k]) for k in TEXT_KEYS},
         per_example=[{k: float(per[k][i]) for k in EXAMPLE_KEYS} for i in range(len(preds))],
     )
+
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
+_NON_ASCII_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+_WORD = re.compile(r"\w+", re.UNICODE)
+_CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002ffff])")
+
+
+def text_tokenization(references: Sequence[str]) -> tuple[str | None, Any]:
+    """How BLEU and ROUGE tokenize text like ``references``: (sacrebleu ``tokenize``, rouge ``tokenizer``).
+
+    Decided on the references alone, so every model is scored the same way on the same items.
+    ASCII text keeps both libraries' defaults (13a; rouge-score's, with its stemmer), so English
+    scores equal the reference implementations. Chinese (Han characters) uses sacrebleu's "zh"
+    tokenizer, its documented choice for Chinese. Any letter outside ASCII switches ROUGE to
+    ``unicode_tokens``: rouge-score's default keeps only a-z and 0-9, so Chinese, Cyrillic or
+    "café" would score 0 or lose letters.
+    """
+    text = "".join(references)
+    bleu = "zh" if _HAN.search(text) else None
+    rouge = unicode_tokens if any(ord(c) > 127 for c in _NON_ASCII_LETTER.findall(text)) else None
+    return bleu, rouge
+
+
+def unicode_tokens(text: str) -> list[str]:
+    """Lower-cased words in any script; Chinese, Japanese and Korean characters one token each.
+
+    Character tokens are the usual unit for ROUGE on Chinese (no word segmenter needed, the same
+    on every machine); ASCII words are Porter-stemmed as rouge-score's default tokenizer does.
+    """
+    stem = _stemmer()
+    tokens: list[str] = []
+    for word in _WORD.findall(unicodedata.normalize("NFKC", text).lower()):
+        for piece in _CJK.split(word):  # the capture group keeps each CJK character as a piece
+            if piece:
+                tokens.append(stem(piece) if piece.isascii() and len(piece) > 3 else piece)
+    return tokens
+
+
+@functools.lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    from nltk.stem import porter  # rouge-score's own dependency and stemmer
+
+    return porter.PorterStemmer().stem
 
 
 def classification_metrics(predictions: Sequence[Any], labels: Sequence[Any]) -> dict[str, float]:

@@ -66,6 +66,36 @@ def test_bleu_equals_sacrebleu(scores):
     assert [e["bleu"] for e in scores.per_example] == out["sentence_scores"]
 
 
+ZH_PREDS = ["水壶大约三分钟烧开一升水。", "每月用柠檬酸除垢。"]
+ZH_REFS = ["水壶约三分钟可烧开一升水。", "请每个月用柠檬酸给水壶除垢。"]
+
+
+def test_chinese_is_scored_on_characters_not_dropped():
+    """rouge-score's default tokenizer drops every non-ASCII letter (Chinese scores 0); references in
+    Chinese switch BLEU to sacrebleu's "zh" tokenizer and ROUGE to one token per character."""
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    assert scorer.score(ZH_REFS[0], ZH_PREDS[0])["rougeL"].fmeasure == 0.0  # the problem
+    assert _metrics.text_tokenization(REFS) == (None, None)  # English keeps the defaults
+    assert _metrics.text_tokenization(["café au lait"])[1] is _metrics.unicode_tokens
+    assert _metrics.unicode_tokens("我喜欢猫 The cats ran, café Привет") == [
+        "我", "喜", "欢", "猫", "the", "cat", "ran", "café", "привет"]  # fmt: skip
+
+    rouge = _metrics.load_metric("rouge").compute(predictions=ZH_PREDS, references=ZH_REFS, use_aggregator=False,
+                                                   tokenizer=_metrics.unicode_tokens)  # fmt: skip
+    chars = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Chars())
+    assert rouge["rougeL"] == [chars.score(r, p)["rougeL"].fmeasure for p, r in zip(ZH_PREDS, ZH_REFS)]
+    assert all(v > 0.5 for v in rouge["rougeL"])
+    bleu = _metrics.load_metric("bleu").compute(predictions=ZH_PREDS, references=ZH_REFS, tokenize="zh")
+    assert bleu["score"] == sacrebleu.corpus_bleu(ZH_PREDS, [ZH_REFS], tokenize="zh").score > 10
+
+
+class _Chars:
+    """Characters, punctuation dropped: what unicode_tokens makes of Chinese-only text."""
+
+    def tokenize(self, text):
+        return [c for c in text if c.isalnum()]
+
+
 def test_rouge_equals_rouge_score(scores):
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     expected = [scorer.score(r, p) for p, r in zip(PREDS, REFS)]

@@ -35,7 +35,8 @@ Args:
     rouge_types: which scores, default ["rouge1", "rouge2", "rougeL"].
     use_stemmer: Porter-stem words before matching (default True).
     use_aggregator: True (default): the mean over examples; False: one list per type.
-    tokenizer: an object with tokenize(text) -> list[str], replacing rouge-score's default.
+    tokenizer: a function text -> list[str] (as the Hub module takes) or an object with
+        tokenize(text), replacing rouge-score's default.
 Returns:
     {rouge_type: float} with use_aggregator, else {rouge_type: [float per example]}.
 """
@@ -66,6 +67,8 @@ class Rouge(evaluate.Metric):
         if not predictions:
             raise ValueError("rouge: no predictions; pass at least one (prediction, reference) pair")
         types = list(rouge_types or DEFAULT_TYPES)
+        if tokenizer is not None and not hasattr(tokenizer, "tokenize"):  # a function, as the Hub module takes
+            tokenizer = _Tokenizer(tokenizer)
         scorer = rouge_scorer.RougeScorer(rouge_types=types, use_stemmer=use_stemmer, tokenizer=tokenizer)
         per = {t: [] for t in types}
         for pred, ref in zip(predictions, references):
@@ -75,3 +78,13 @@ class Rouge(evaluate.Metric):
         if not use_aggregator:
             return per
         return {t: sum(values) / len(values) for t, values in per.items()}
+
+
+class _Tokenizer:
+    """A tokenizing function in rouge-score's tokenizer interface."""
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def tokenize(self, text):
+        return self._fn(text)
