@@ -31,6 +31,8 @@ from typing import Annotated, Any, Optional
 
 import flows  # noqa: F401  (telemetry defaults before prefect is imported)
 import typer
+
+from flows._tasks import GPU_TAG, ensure_gpu_limit
 import yaml
 
 PREFECT_FILE = Path("deploy/prefect.yaml")
@@ -51,6 +53,8 @@ NameOption = Annotated[Optional[list[str]], typer.Option(
     "--name", "-n", help="Only this deployment (repeatable); default: retrain-<pool> and raw-data-watch.")]  # fmt: skip
 PerStepOption = Annotated[bool, typer.Option(
     "--per-step", help="Each step in its own container of --pool; the flow itself in the process pool.")]  # fmt: skip
+GpuSlotsOption = Annotated[int, typer.Option(
+    "--gpu-slots", help="Train tasks that may run at once on this Prefect server (tag tunegate-gpu); kept if it exists.")]  # fmt: skip
 ApplyOption = Annotated[bool, typer.Option("--apply/--dry-run", help="--dry-run prints the plan and changes nothing.")]
 FileOption = Annotated[Path, typer.Option("--prefect-file", help="The deployments file (run from the repo root).")]
 
@@ -184,6 +188,7 @@ def deploy_command(
     pool: PoolOption = "process",
     name: NameOption = None,
     per_step: PerStepOption = False,
+    gpu_slots: GpuSlotsOption = 1,
     apply: ApplyOption = True,
     prefect_file: FileOption = PREFECT_FILE,
 ) -> DeployPlan:
@@ -195,7 +200,8 @@ def deploy_command(
         plan = plan_deploy(read_deployments(prefect_file), pool, names, prefect_file, per_step)
         if apply:
             created = asyncio.run(ensure_pools(plan.pools, prefect_file))
-    except (DeployError, yaml.YAMLError) as exc:
+            gpu_limit = asyncio.run(ensure_gpu_limit(gpu_slots))
+    except (DeployError, yaml.YAMLError, ValueError) as exc:
         typer.echo(f"deploy: {exc}", err=True)
         raise typer.Exit(2) from None
     if not apply:
@@ -204,6 +210,7 @@ def deploy_command(
     else:
         for pool_name, was_created in created.items():
             typer.echo(f"work pool {pool_name}: {'created' if was_created else 'exists'}")
+        typer.echo(f"task concurrency limit {GPU_TAG}: {gpu_limit[0]} at a time ({'created' if gpu_limit[1] else 'exists'})")
         # Prefect's own CLI reads the file, so `prefect deploy` by hand gives the same deployments.
         done = subprocess.run([sys.executable, "-m", *plan.deploy_args()], env=prefect_env(), check=False)
         if done.returncode != 0:

@@ -287,6 +287,7 @@ def test_the_flow_sends_steps_to_a_real_docker_worker(docker_host, docker_client
         async with get_client() as client:
             await client.delete_deployment((await client.read_deployment_by_name("tunegate-step/step-docker")).id)
             await client.delete_work_pool("tunegate-docker")
+            await client.delete_concurrency_limit_by_tag("tunegate-gpu")  # made by tunegate deploy
 
     asyncio.run(remove())
 

@@ -202,6 +202,8 @@ async def _cleanup(deployments: dict, variable: str) -> None:
             await client.delete_work_pool(pool)
         with contextlib.suppress(ObjectNotFound):  # only the watch test sets it
             await client.delete_variable_by_name(variable)
+        with contextlib.suppress(ObjectNotFound):
+            await client.delete_concurrency_limit_by_tag("tunegate-gpu")
 
 
 async def _wait_for(read, ok, seconds: float = 60):
@@ -250,6 +252,12 @@ def test_deploy_command_creates_pools_schedules_and_triggers(deployed):
     assert {p: types.get(p) for p in deploy.POOLS.values()} == {v: k for k, v in deploy.POOLS.items()}
     targets = {a.actions[0].deployment_id for a in automations if watch.EVENT in getattr(a.trigger, "expect", ())}
     assert targets == {found[n].id for n in RETRAINS}
+    async def gpu_limit():
+        async with get_client() as client:
+            return (await client.read_concurrency_limit_by_tag("tunegate-gpu")).concurrency_limit
+
+    assert asyncio.run(gpu_limit()) == 1  # one train task at a time on this server
+    assert asyncio.run(deploy.ensure_gpu_limit(4)) == (1, False)  # an existing limit is kept
     with pytest.raises(deploy.DeployError, match="tunegate-process exists with type process, not docker.*delete"):
         asyncio.run(deploy.ensure_pools({"tunegate-process": "docker"}))
 

@@ -140,6 +140,7 @@ async def _remove(deployment_name: str, pool: str) -> None:
         found = await client.read_deployment_by_name(deployment_name)
         await client.delete_deployment(found.id)
         await client.delete_work_pool(pool)
+        await client.delete_concurrency_limit_by_tag("tunegate-gpu")  # made by tunegate deploy
 
 
 @pytest.mark.integration
