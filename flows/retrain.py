@@ -4,6 +4,8 @@ Orchestration adds no logic: each task is the step's own ``run`` (flows/_tasks.p
 key from content digests, retries on transient errors and the GPU concurrency tag); the flow only
 loads each step's config, passes paths along, and ends in a Failed state (with every reason) when
 a gate says no, so nothing downstream runs. An unchanged rerun is served from the cache.
+With ``steps_in`` a step runs as its own flow run in another work pool (flows/_dispatch.py): the
+same task, the same cache key, another container.
 """
 
 from __future__ import annotations
