@@ -89,6 +89,28 @@ def load_placement(section: str | None, steps: typing.Iterable[str], path: Path 
     return Placement(section, f"{STEP_FLOW}/step-{section}", {s: dict(v or {}) for s, v in entries.items()})
 
 
+def require_deployment(placement: Placement) -> None:
+    """Fail before the first step when the step deployment is not on this Prefect server.
+
+    Raises:
+        PlacementError: it is missing; the message says how to create it and what else runs it.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import get_current_settings
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(placement.deployment)
+    except ObjectNotFound:
+        api = get_current_settings().api.url or "the ephemeral local server (no PREFECT_API_URL)"
+        raise PlacementError(
+            f"steps_in={placement.pool}: no deployment {placement.deployment} on {api}; create it with "
+            f"`tunegate deploy --pool {placement.pool} --name step-{placement.pool}` and start "
+            f"`prefect worker start --pool tunegate-{placement.pool}` against a server both reach "
+            "(`prefect server start`, then PREFECT_API_URL)") from None
+
+
 # ---------------------------------------------------------------- what crosses over
 
 

@@ -16,7 +16,7 @@ import flows  # noqa: F401  (telemetry defaults before prefect is imported)
 from prefect import flow
 from prefect.states import Completed, Failed
 
-from flows._dispatch import JOB_VARIABLES, NOT_PLACEABLE, Placement, load_placement, placed_step
+from flows._dispatch import JOB_VARIABLES, NOT_PLACEABLE, Placement, load_placement, placed_step, require_deployment
 from flows._tasks import fresh, step_task
 from steps import augment, evaluate, ingest, merge, promote, register, train, validate
 from steps._config import load_section, read_params
@@ -47,6 +47,8 @@ def retrain(params: str = "params.yaml", data_dir: str = "data", models_dir: str
     """
     values = read_params(params)
     placement = load_placement(steps_in, STEPS, Path(job_variables_file))
+    if placement is not None:
+        require_deployment(placement)
     data, models = Path(data_dir), Path(models_dir)
     prepared, validated, augmented = data / "prepared", data / "validated", data / "augmented"
     trained, evaluated, merged = models / "train", models / "evaluate", models / "merged"
