@@ -3,177 +3,49 @@
 ``plots_data`` gives the rows of the JSON files under ``models/evaluate/plots/`` that
 ``dvc plots`` draws across revisions. ``render_report`` returns one HTML page that opens
 from disk with no network: a gate banner, a metric table with deltas coloured by each
-metric's direction, inline SVG charts drawn here (no JS library), training curves, the
+metric's direction, inline SVG charts (no JS library), training curves, the
 run's provenance and the worst examples side by side. Every text from data or models
 is escaped: a model output may hold ``<script>``. Both functions are pure.
+
+Where things live: the metric groups, number formatting and ``plots_data`` in
+``steps/_report_data.py``; the SVG bar and line charts in ``steps/_report_charts.py``.
+This module assembles the page from its sections and re-exports the rest, so
+``from steps._report import X`` works for all of it.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from html import escape
 from typing import Any
 
 from steps._eval_gate import LOWER_IS_BETTER  # one list of directions for the gate and the report
-
-MODELS = ("candidate", "base", "production")
-CURVES = ("train_loss", "eval_loss")
-COLOURS = {"candidate": "#2563eb", "base": "#9ca3af", "production": "#d97706",
-           "train_loss": "#2563eb", "eval_loss": "#d97706"}
-GROUPS = (  # chart order; a metric not listed lands in "Other"
-    ("Perplexity", ("test_perplexity", "heldout_perplexity")),
-    ("Overlap with the reference", ("bleu", "rouge1", "rouge2", "rougeL", "exact_match")),
-    ("Semantic similarity", ("bertscore_f1", "heldout_bertscore_f1", "embedding_similarity")),
-    ("LLM judge", ("judge_overall", "judge_accuracy", "judge_completeness", "judge_fluency",
-                   "judge_helpfulness", "pairwise_win_rate", "judge_failures")),
-    ("Classification and reward", ("accuracy", "precision", "recall", "f1", "reward_pairwise_accuracy")),
-    ("Safety", ("safety_hits",)),
+from steps._report_charts import (  # noqa: F401  (re-exported: steps._report is the report's public face)
+    AXIS,
+    COLOURS,
+    GRID,
+    _legend,
+    _line,
+    _svg,
+    _text,
+    _ticks,
+    bar_chart,
+    line_chart,
 )
-AXIS, GRID = "#6b7280", "#e5e7eb"
-DASH = "—"
+from steps._report_data import (  # noqa: F401  (re-exported as above)
+    CURVES,
+    DASH,
+    GROUPS,
+    MODELS,
+    _fmt,
+    _models,
+    _num,
+    _points,
+    metric_groups,
+    plots_data,
+)
+
 PREVIEW = 160  # characters of a long text shown before its <details> is opened
-
-
-def _num(value: Any) -> float | None:
-    """A finite number (numpy scalars too), else None (missing, NaN, a string, a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _fmt(value: Any) -> str:
-    """A number in 4 significant digits; other text escaped; missing as a dash."""
-    v = _num(value)
-    if v is None:
-        return DASH if value is None or isinstance(value, numbers.Real) else escape(str(value))
-    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
-
-
-def _models(metrics: dict[str, Any]) -> list[str]:
-    return [m for m in MODELS if isinstance(metrics.get(m), dict)]
-
-
-def metric_groups(metrics: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """(title, metric names) for each group with at least one metric present in any model."""
-    present = {k for m in _models(metrics) for k in metrics[m]}
-    known = {k for _, names in GROUPS for k in names}
-    groups = [(title, [k for k in names if k in present]) for title, names in GROUPS]
-    groups.append(("Other", sorted(present - known)))
-    return [(title, names) for title, names in groups if names]
-
-
-def plots_data(metrics: dict[str, Any], curves: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Rows of the DVC plots files, by file name under ``plots/``.
-
-    ``metrics_by_model.json``: one row {metric, model, value, label} per finite metric value;
-    ``label`` ("rougeL · base") is the bar's category, so bars of one metric never stack.
-    ``train_loss.json`` / ``eval_loss.json``: {step, <series>} rows. DVC drops a file whose rows
-    do not share one set of keys, and the two series are logged at different steps, so each
-    series has its own file. Every file is always there (maybe ``[]``): DVC draws an empty file
-    as nothing but reports a missing one as an error.
-    """
-    rows = [{"metric": k, "model": m, "value": v, "label": f"{k} · {m}"}
-            for _, names in metric_groups(metrics) for k in names for m in _models(metrics)
-            if (v := _num(metrics[m].get(k))) is not None]
-    curve_rows = {f"{k}.json": [{"step": s, k: v} for s, v in _points(curves.get(k))] for k in CURVES}
-    return {"metrics_by_model.json": rows, **curve_rows}
-
-
-def _points(series: Any) -> list[tuple[int | float, float]]:
-    """Finite (step, value) pairs as plain Python numbers, sorted by step; anything else is skipped."""
-    pairs = [(_num(p[0]), _num(p[1])) for p in series or () if isinstance(p, list | tuple) and len(p) == 2]
-    return sorted((int(s) if s.is_integer() else s, v) for s, v in pairs if s is not None and v is not None)
-
-
-# ---------------------------------------------------------------- charts
-
-
-def _svg(width: int, height: int, title: str, body: list[str]) -> str:
-    """An SVG styled by attributes only, so it also reads right saved alone or in any viewer."""
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-            f'height="{height}" role="img" aria-label="{escape(title)}" font-family="system-ui, sans-serif" '
-            f'font-size="12" fill="#111827"><title>{escape(title)}</title>{"".join(body)}</svg>')
-
-
-def _text(x: float, y: float, s: str, anchor: str = "start", extra: str = "") -> str:
-    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{escape(s)}</text>'
-
-
-def _line(x1: float, y1: float, x2: float, y2: float, colour: str) -> str:
-    return f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour}"/>'
-
-
-def _legend(x: float, y: float, names: list[str]) -> list[str]:
-    out = []
-    for name in names:
-        out += [f'<rect x="{x:.0f}" y="{y - 9}" width="10" height="10" fill="{COLOURS[name]}"/>',
-                _text(x + 14, y, name)]
-        x += 30 + 7 * len(name)
-    return out
-
-
-def bar_chart(title: str, names: list[str], metrics: dict[str, Any]) -> str:
-    """Grouped horizontal bars: per metric one bar per model, scaled to that metric, value labelled."""
-    models, bar, gap, left, span = _models(metrics), 14, 12, 200, 400  # left: room for a 26-character name
-    height = 30 + len(names) * (len(models) * bar + gap)
-    body, y = _legend(left, 16, models), 30
-    for k in names:
-        values = {m: _num(metrics[m].get(k)) for m in models}
-        top = max((abs(v) for v in values.values() if v is not None), default=0.0) or 1.0
-        mid = y + len(models) * bar / 2 + 4
-        if k in LOWER_IS_BETTER:
-            body.append(_text(left - 8, mid + 7, "↓ lower is better", "end", ' fill="#6b7280" font-size="11"'))
-            mid -= 7
-        body.append(_text(left - 8, mid, k, "end"))
-        for i, m in enumerate(models):
-            v, by = values[m], y + i * bar
-            w = span * max(v or 0.0, 0.0) / top
-            body += [f'<rect x="{left}" y="{by + 1}" width="{w:.1f}" height="{bar - 2}" fill="{COLOURS[m]}">'
-                     f"<title>{escape(f'{m} {k} = {_fmt(v)}')}</title></rect>",
-                     _text(left + w + 4, by + bar - 3, _fmt(v), extra=' fill="#374151"')]
-        y += len(models) * bar + gap
-    return _svg(left + span + 80, height, title, body)
-
-
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 x 10^k apart) covering [lo, hi]."""
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = mag * next(f for f, cut in ((10, 50**0.5), (5, 10**0.5), (2, 2**0.5), (1, 0)) if raw / mag >= cut)  # d3's
-    first, last = math.floor(lo / step), math.ceil(hi / step)
-    return [round(i * step, 12) for i in range(first, last + 1)]
-
-
-def line_chart(title: str, curves: dict[str, Any]) -> str:
-    """Loss against step, one line per series present, with ticked axes and a legend."""
-    series = {k: p for k in CURVES if (p := _points(curves.get(k)))}
-    xs = _ticks(min(s for p in series.values() for s, _ in p), max(s for p in series.values() for s, _ in p))
-    ys = _ticks(min(v for p in series.values() for _, v in p), max(v for p in series.values() for _, v in p))
-    left, top, w, h = 60, 30, 560, 220
-
-    def sx(s: float) -> float:
-        return left + w * (s - xs[0]) / (xs[-1] - xs[0])
-
-    def sy(v: float) -> float:
-        return top + h - h * (v - ys[0]) / (ys[-1] - ys[0])
-
-    body = _legend(left, 16, list(series))
-    body += [_line(left, sy(t), left + w, sy(t), GRID) + _text(left - 6, sy(t) + 4, _fmt(t), "end") for t in ys]
-    body += [_line(sx(t), top + h, sx(t), top + h + 5, AXIS) + _text(sx(t), top + h + 18, _fmt(t), "middle")
-             for t in xs]
-    body += [_line(left, top + h, left + w, top + h, AXIS), _line(left, top, left, top + h, AXIS),
-             _text(left + w / 2, top + h + 36, "step", "middle"),
-             f'<text transform="translate(14 {top + h / 2}) rotate(-90)" text-anchor="middle">loss</text>']
-    for name, points in series.items():
-        xy = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in points)
-        body.append(f'<polyline points="{xy}" fill="none" stroke="{COLOURS[name]}" stroke-width="2"/>')
-        if len(points) <= 50:
-            body += [f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="2.5" fill="{COLOURS[name]}"/>' for s, v in points]
-    return _svg(left + w + 20, top + h + 46, title, body)
 
 
 # ---------------------------------------------------------------- sections

@@ -43,6 +43,37 @@ def test_every_shipped_config_parses():
         assert stage["params"][:2] == ["base", name]
 
 
+def _local_imports(module: str) -> set[str]:
+    """Repo files ``module`` imports, directly or through other repo modules, at import or call time."""
+    import ast
+
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        path = ROOT / (name.replace(".", "/") + ".py")
+        path = path if path.is_file() else ROOT / name.replace(".", "/") / "__init__.py"
+        if not path.is_file() or path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.split(".")[0] in ("steps", "expectations")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("steps", "expectations"):
+                todo += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return {str(p.relative_to(ROOT)) for p in seen}
+
+
+def test_every_dvc_stage_depends_on_all_the_code_it_runs():
+    """A stage's deps list every repo module its step imports (a split module's new files too), so a
+    code change reruns the stages it affects and `dvc repro` never keeps a stale output."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        deps = stage["deps"]
+        missing = [f for f in sorted(_local_imports(f"steps.{name}"))
+                   if f not in deps and not any(f.startswith(d.rstrip("/") + "/") for d in deps)]  # fmt: skip
+        assert not missing, f"dvc.yaml: stage {name}: add to deps: {', '.join(missing)}"
+
+
 def _tiny_params(params: Path, model_dir: Path) -> None:
     """The shipped params with a tiny base model and a two-step training run, for fast pipeline tests."""
     values = yaml.safe_load(params.read_text())
