@@ -1,0 +1,63 @@
+"""Builders for the offline preference stages: dpo, kto, orpo and rm (the reward model).
+
+Each turns canonical records into the dataset its TRL trainer wants (via ``steps._data``) and
+the shared ``common_args`` into that trainer's config, checking the settings that cannot work
+with it (a DPO loss for kto, kto with batch size 1, rm on a model that is not a one-score
+sequence classifier). steps/_rlhf.py dispatches to them by ``cfg.stage``; the online stages
+(grpo, rloo, ppo), which generate and score completions, are in ``steps/_rlhf_online.py``.
+"""
+
+from __future__ import annotations
+
+from steps._config import ConfigError
+from steps._rlhf_common import _datasets, _orpo, _reference
+
+KTO_LOSSES = ("kto", "apo_zero_unpaired")
+
+
+def _dpo(cfg, model, tok, train, evals, common, peft):  # noqa: ANN001, ANN202
+    from trl import DPOConfig, DPOTrainer
+
+    from steps._data import preference_dataset
+
+    args = DPOConfig(**common, beta=cfg.preference.beta, loss_type=cfg.preference.loss_type, max_length=cfg.max_length)
+    return DPOTrainer(model=model, ref_model=_reference(model, peft), args=args, processing_class=tok,
+                      peft_config=peft, **_datasets(preference_dataset, train, evals, cfg.stage))  # fmt: skip
+
+
+def _kto(cfg, model, tok, train, evals, common, peft):  # noqa: ANN001, ANN202
+    from trl import KTOConfig, KTOTrainer
+
+    from steps._data import kto_dataset
+
+    loss = cfg.preference.loss_type
+    if loss not in KTO_LOSSES:
+        if loss != "sigmoid":  # sigmoid is the shared default (DPO's); anything else was meant for DPO
+            raise ConfigError(f"train.preference.loss_type: {loss!r} is a DPO loss; kto takes {' or '.join(KTO_LOSSES)}")
+        loss = "kto"
+    if loss == "kto" and common["per_device_train_batch_size"] < 2:
+        raise ConfigError("train.batch_size: kto estimates its KL term from other completions in the batch, so it needs >= 2; got 1")
+    args = KTOConfig(**common, beta=cfg.preference.beta, loss_type=loss, max_length=cfg.max_length)
+    return KTOTrainer(model=model, ref_model=_reference(model, peft), args=args, processing_class=tok,
+                      peft_config=peft, **_datasets(kto_dataset, train, evals, cfg.stage))  # fmt: skip
+
+
+def _orpo_trainer(cfg, model, tok, train, evals, common, peft):  # noqa: ANN001, ANN202
+    from steps._data import preference_dataset
+
+    config_cls, trainer_cls = _orpo()  # type: ignore[misc]
+    args = config_cls(**common, beta=cfg.preference.beta, max_length=cfg.max_length)
+    return trainer_cls(model=model, args=args, processing_class=tok, peft_config=peft,
+                       **_datasets(preference_dataset, train, evals, cfg.stage))  # fmt: skip
+
+
+def _rm(cfg, model, tok, train, evals, common, peft):  # noqa: ANN001, ANN202
+    from trl import RewardConfig, RewardTrainer
+
+    from steps._data import preference_dataset
+
+    if getattr(model.config, "num_labels", None) != 1 or not type(model).__name__.endswith("ForSequenceClassification"):
+        raise ConfigError(f"train.stage: stage rm trains a sequence classifier with one score; got {type(model).__name__} — build it with build_model(cfg, 'rm')")  # fmt: skip
+    args = RewardConfig(**common, max_length=cfg.max_length)  # pairs longer than max_length are dropped, not cut
+    return RewardTrainer(model=model, args=args, processing_class=tok, peft_config=peft,
+                         **_datasets(preference_dataset, train, evals, cfg.stage))  # fmt: skip
