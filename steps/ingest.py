@@ -7,26 +7,36 @@ to OUT_DIR: ``train.jsonl``, ``validation.jsonl``, ``test.jsonl``,
 (every record that could not be read or mapped, with file, row, field, reason
 and fix) and ``manifest.json``. The folder is swapped in whole, never half
 written. Exit code 1 when a dataset's bad fraction is over the threshold.
+
+The helpers ``run()`` calls live beside it: loading and quarantine in steps/_ingest_load.py,
+the split in steps/_ingest_split.py; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from steps._cli import step_main
 from steps._config import ConfigError
-from steps._dedup import duplicate_groups
-from steps._formats import DEFAULT_TAGS, FORMATS, FileError, RecordError, convert, detect_dataset_format, read_rows
+from steps._dedup import duplicate_groups  # noqa: F401  (re-exported: steps.ingest is ingest's public face)
+from steps._formats import (  # noqa: F401  (RecordError, convert, detect_dataset_format, read_rows: re-exported)
+    DEFAULT_TAGS,
+    FORMATS,
+    FileError,
+    RecordError,
+    convert,
+    detect_dataset_format,
+    read_rows,
+)
+from steps._ingest_load import _snippet, load_dataset  # noqa: F401  (_snippet re-exported)
+from steps._ingest_split import _timestamp, _unit, assign_splits  # noqa: F401  (_timestamp, _unit re-exported)
 from steps._io import atomic_write_jsonl, publish_dir, staging_dir
 from steps._manifest import write_manifest
-from steps._schema import make_record, record_text
+from steps._schema import make_record, record_text  # noqa: F401  (re-exported; bench/bench_data.py uses record_text)
 
 SPLITS = ("train", "validation", "test")
 
@@ -101,98 +111,6 @@ class IngestResult:
     counts: dict[str, int]  # records per split, plus heldout and quarantined
     datasets: dict[str, dict[str, Any]]  # per dataset: format, rows, good, bad, bad_fraction
     problems: tuple[str, ...] = ()
-
-
-def load_dataset(spec: DatasetSpec, root: Path = Path(".")) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
-    """Canonical records and quarantine entries of one dataset, and the format used."""
-    path = root / spec.path
-    raw = list(read_rows(path))
-    rename = {src: dst for dst, src in spec.columns.items()}
-    rows = [(n, {rename.get(k, k): v for k, v in r.items()} if isinstance(r, dict) else r) for n, r in raw]
-    fmt = spec.format
-    if fmt == "auto":
-        fmt = detect_dataset_format([r for _, r in rows if isinstance(r, dict)], path)
-    tags = {**DEFAULT_TAGS, **spec.tags}
-    good, bad = [], []
-    for n, row in rows:
-        try:
-            if isinstance(row, RecordError):
-                raise row
-            fields = convert(fmt, row, tags)
-            ts = row.get("timestamp")
-            good.append(make_record(dataset=spec.label, source=spec.path, row=n, fmt=fmt,
-                                    timestamp=str(ts) if ts not in (None, "") else None, **fields))  # fmt: skip
-        except RecordError as err:
-            bad.append({"dataset": spec.label, "file": spec.path, "row": n, "field": err.field,
-                        "reason": err.reason, "fix": err.fix, "raw": _snippet(row)})  # fmt: skip
-    return good, bad, fmt
-
-
-def _snippet(row: Any) -> str:
-    text = row.raw if isinstance(row, RecordError) else json.dumps(row, ensure_ascii=False, default=str)
-    return text if len(text) <= 500 else text[:500] + "..."
-
-
-def _unit(seed: int, key: str) -> float:
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _timestamp(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return None
-
-
-def assign_splits(records: list[dict[str, Any]], cfg: IngestConfig) -> list[str]:
-    """One split name per record; duplicate groups (exact and near) stay together.
-
-    Without timestamps each group's split comes from a seeded hash of its
-    content, so a record keeps its split when more data arrives later. With a
-    timestamp on every record (time_split auto/on) the oldest groups train and
-    the newest test.
-    """
-    if not records:
-        return []
-    labels = duplicate_groups(
-        [record_text(r) for r in records],
-        [r["meta"]["hash"] for r in records],
-        cfg.leak_threshold,
-        cfg.ngram,
-        cfg.max_ngram_overlap,
-    )
-    groups: dict[int, list[int]] = {}
-    for i, g in enumerate(labels.tolist()):
-        groups.setdefault(g, []).append(i)
-    times = [_timestamp(r["meta"]["timestamp"]) for r in records]
-    by_time = cfg.time_split == "on" or (cfg.time_split == "auto" and all(t is not None for t in times))
-    if by_time and any(t is None for t in times):
-        missing = next(r for r, t in zip(records, times) if t is None)["meta"]
-        raise ConfigError(f"ingest.time_split=on but {missing['source']} row {missing['row']} has no parseable timestamp")
-    r = cfg.split
-    out = [""] * len(records)
-    if by_time:
-        ordered = sorted(groups.values(), key=lambda g: min(times[i] for i in g))
-        done = 0
-        for g in ordered:
-            frac = done / len(records)
-            name = "train" if frac < r.train else "validation" if frac < r.train + r.validation else "test"
-            for i in g:
-                out[i] = name
-            done += len(g)
-        return out
-    for g in groups.values():
-        u = _unit(cfg.seed, min(records[i]["meta"]["hash"] for i in g))
-        name = "train" if u < r.train else "validation" if u < r.train + r.validation else "test"
-        for i in g:
-            out[i] = name
-    return out
 
 
 def run(cfg: IngestConfig, out_dir: Path, root: Path = Path(".")) -> IngestResult:
