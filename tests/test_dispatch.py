@@ -183,12 +183,13 @@ def test_each_step_runs_as_its_own_flow_run_in_a_process_worker(tmp_path, prefec
         worker.wait(timeout=60)
         log.close()
 
-    steps = _flow_runs("tunegate-step")
-    assert [r.parameters["step"] for r in steps] == list(PLACEABLE)
-    assert all(r.state.is_completed() for r in steps)
-    assert all(r.parent_task_run_id is not None for r in steps)  # each a child of its task in the UI
-    assert len({r.infrastructure_pid for r in steps} - {None}) == len(PLACEABLE)  # a process each
-    assert set(_task_states(state).values()) == {"Completed"}
+    steps = [r for r in _flow_runs("tunegate-step") if r.work_pool_name == "tunegate-process"]
+    seen = [(r.parameters["step"], r.state.name, r.infrastructure_pid, r.parent_task_run_id) for r in steps]
+    assert [r.parameters["step"] for r in steps] == list(PLACEABLE), seen
+    assert all(r.state.is_completed() for r in steps), seen
+    assert all(r.parent_task_run_id is not None for r in steps), seen  # each a child of its task in the UI
+    assert len({r.infrastructure_pid for r in steps} - {None}) == len(PLACEABLE), seen  # a process each
+    assert set(_task_states(state).values()) == {"Completed"}, _task_states(state)
     for out in ("data/prepared", "data/validated", "models/train", "models/evaluate", "models/merged"):
         assert (project / out / _dispatch.RESULT_FILE).is_file(), out
     print(f"retrain with 6 steps in a process worker: {seconds:.1f} s")
