@@ -26,7 +26,7 @@ import inspect
 import json
 import typing
 from pathlib import Path
-from types import ModuleType, UnionType
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -145,8 +145,7 @@ def step_parameters(step: str, fn: Any, args: tuple, kwargs: dict[str, Any]) -> 
     cfg, *_ = bound.arguments.values()
     # Prefect passes defaults along too; a default (train's callbacks=()) stays where the step runs.
     paths = {k: v for k, v in list(bound.arguments.items())[1:] if v is not signature.parameters[k].default}
-    return {"step": step, "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
-            "paths": {k: portable(v) for k, v in paths.items()}}  # fmt: skip
+    return {"step": step, "config": _plain(cfg), "paths": {k: portable(v) for k, v in paths.items()}}
 
 
 def run_here(module: ModuleType, step: str, config: dict[str, Any], paths: dict[str, str | None]) -> Any:
@@ -156,32 +155,25 @@ def run_here(module: ModuleType, step: str, config: dict[str, Any], paths: dict[
 
     cfg = from_dict(getattr(module, f"{step.capitalize()}Config"), config, f"{step} config")
     result = module.run(cfg, **{k: local(v) for k, v in paths.items()})
-    atomic_write_json(local(paths["out_dir"]) / RESULT_FILE, json.loads(json.dumps(dataclasses.asdict(result), default=str)))
+    atomic_write_json(local(paths["out_dir"]) / RESULT_FILE, _plain(result))
     return result
 
 
 def read_result(module: ModuleType, step: str, out_dir: Path) -> Any:
-    """The step's result that ``run_here`` left in ``out_dir`` (paths as Path again)."""
-    cls = getattr(module, f"{step.capitalize()}Result")
+    """The step's result that ``run_here`` left in ``out_dir``, rebuilt by the config loader (Paths and tuples again)."""
+    from steps._config import from_dict
+
     path = Path(out_dir) / RESULT_FILE
     if not path.is_file():
         raise StepRunFailed(f"{path}: the {step} step's flow run completed but left no result; the worker must see "
                             f"{Path(out_dir).parent} at the same path (see deploy/workpools/README.md)")  # fmt: skip
     data = json.loads(path.read_text(encoding="utf-8"))
-    hints = typing.get_type_hints(cls)
-    return cls(**{k: _typed(hints.get(k), v) for k, v in data.items()})
+    return from_dict(getattr(module, f"{step.capitalize()}Result"), data, str(path))
 
 
-def _typed(hint: Any, value: Any) -> Any:
-    """JSON's value as the result field's type: Path and tuple again (the rest JSON keeps as it was)."""
-    if value is None:
-        return None
-    inner = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (typing.Union, UnionType) else [hint]
-    if Path in inner:
-        return Path(value)
-    if any(t is tuple or typing.get_origin(t) is tuple for t in inner):
-        return tuple(value)
-    return value
+def _plain(obj: Any) -> dict[str, Any]:
+    """A dataclass as JSON values (Paths and tuples as strings and lists), for a flow parameter or result.json."""
+    return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
 
 
 # ---------------------------------------------------------------- the task that sends a step away

@@ -92,6 +92,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         item = args[0] if args else Any
         return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is Path:  # a step result read back from JSON (flows/_dispatch.py); no config field is a Path
+        return Path(value)
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
