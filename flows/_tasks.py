@@ -23,7 +23,7 @@ from prefect import task
 ROOT = Path(__file__).resolve().parent.parent
 # Failures worth a retry: a flaky filesystem, network (judge endpoint, S3 remote), a killed worker.
 TRANSIENT = (OSError, ConnectionError, TimeoutError)
-GPU_STEPS = frozenset({"train"})  # tagged GPU_TAG: at most `slots` of them run at once (ensure_gpu_limit)
+GPU_STEPS = frozenset({"train"})  # tagged GPU_TAG: `tunegate deploy` limits how many run at once (deploy.ensure_gpu_limit)
 GPU_TAG = "tunegate-gpu"
 PLACEMENT = frozenset({"deployment", "job_variables"})  # flows/_dispatch.placed_step's own arguments
 
@@ -109,24 +109,3 @@ def step_task(name: str, fn: Any) -> Any:
 def fresh(task_: Any, out_dir: Path) -> Any:
     """The task, told to rerun (and re-cache) when its output folder is gone."""
     return task_.with_options(refresh_cache=True) if not (Path(out_dir) / "manifest.json").is_file() else task_
-
-
-async def ensure_gpu_limit(slots: int = 1) -> tuple[int, bool]:
-    """The tag concurrency limit on GPU steps: created with ``slots`` when missing, else left as it is.
-
-    One training run per GPU at a time, across every flow run on this Prefect server (a scheduled
-    and a triggered retrain, two deployments on one GPU host); a later train task waits in Pending
-    until a slot frees. An existing limit is kept, so `prefect concurrency-limit create
-    tunegate-gpu 4` on a 4-GPU host survives a re-deploy. Returns (the limit, created now).
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    if slots < 1:
-        raise ValueError(f"--gpu-slots {slots}: at least 1 (0 would abort every train task)")
-    async with get_client() as client:
-        try:
-            return (await client.read_concurrency_limit_by_tag(GPU_TAG)).concurrency_limit, False
-        except ObjectNotFound:
-            await client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
-            return slots, True

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Optional
 import flows  # noqa: F401  (telemetry defaults before prefect is imported)
 import typer
 
-from flows._tasks import GPU_TAG, ensure_gpu_limit
+from flows._tasks import GPU_TAG
 import yaml
 
 PREFECT_FILE = Path("deploy/prefect.yaml")
@@ -163,6 +163,27 @@ async def ensure_pools(pools: dict[str, str], prefect_file: Path = PREFECT_FILE)
                     description=f"tunegate: runs the retrain flow ({kind}); see deploy/prefect.yaml"))  # fmt: skip
             created[name] = existing is None
     return created
+
+
+async def ensure_gpu_limit(slots: int = 1) -> tuple[int, bool]:
+    """The tag concurrency limit on GPU steps: created with ``slots`` when missing, else left as it is.
+
+    One training run per GPU at a time, across every flow run on this Prefect server (a scheduled
+    and a triggered retrain, two deployments on one GPU host); a later train task waits in Pending
+    until a slot frees. An existing limit is kept, so `prefect concurrency-limit create
+    tunegate-gpu 4` on a 4-GPU host survives a re-deploy. Returns (the limit, created now).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    if slots < 1:
+        raise ValueError(f"--gpu-slots {slots}: at least 1 (0 would abort every train task)")
+    async with get_client() as client:
+        try:
+            return (await client.read_concurrency_limit_by_tag(GPU_TAG)).concurrency_limit, False
+        except ObjectNotFound:
+            await client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
+            return slots, True
 
 
 def _api_url() -> str | None:

@@ -146,7 +146,6 @@ def text_metrics(predictions: Sequence[str], references: Sequence[str], *, encod
 
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
-_NON_ASCII_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002ffff])")
 
@@ -163,7 +162,7 @@ def text_tokenization(references: Sequence[str]) -> tuple[str | None, Any]:
     """
     text = "".join(references)
     bleu = "zh" if _HAN.search(text) else None
-    rouge = unicode_tokens if any(ord(c) > 127 for c in _NON_ASCII_LETTER.findall(text)) else None
+    rouge = unicode_tokens if any(c.isalpha() and not c.isascii() for c in text) else None
     return bleu, rouge
 
 
