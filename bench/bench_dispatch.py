@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,13 +40,11 @@ def _run(project: Path, **kwargs) -> float:
 def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows import deploy
     from flows._dispatch import JOB_VARIABLES
+    from tests.prefect_worker import step_worker
     from tests.test_pipeline import _project
     from tests.tiny import save_tiny_model
 
-    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
-        os.environ.setdefault(key, "bench")
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="offline", DO_NOT_TRACK="1")
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
         work = Path(tmp)
@@ -58,16 +55,9 @@ def main() -> None:
         inline = _run(inline_project)
 
         os.chdir(placed_project)
-        deploy.deploy_command(name=["step-process"], apply=True, prefect_file=ROOT / "deploy" / "prefect.yaml")
-        env = deploy.prefect_env() | {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
-        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "tunegate-process"],
-                                  cwd=placed_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
+        with step_worker("process", cwd=placed_project, log=work / "worker.log"):
             time.sleep(5)  # the worker is up before the clock starts
             placed = _run(placed_project, steps_in="process", job_variables_file=str(ROOT / JOB_VARIABLES))
-        finally:
-            worker.terminate()
-            worker.wait(timeout=60)
         os.chdir(ROOT)
     result = {"inline_s": round(inline, 1), "steps_in_process_s": round(placed, 1),
               "ratio_placed_over_inline": round(placed / inline, 2),

@@ -234,13 +234,10 @@ def test_the_flow_sends_steps_to_a_real_docker_worker(docker_host, docker_client
     prefect-docker's own worker (through podman's Docker API) from the step-docker deployment of deploy/prefect.yaml;
     the rest of the flow runs here on their outputs, and the model is promoted."""
     pytest.importorskip("prefect_docker", reason="pip install -c constraints.txt prefect-docker")
-    import asyncio
-
     import yaml
-    from prefect.client.orchestration import get_client
 
-    from flows import deploy
     from flows.retrain import retrain
+    from tests.prefect_worker import remove_step_deployment, step_worker
     from tests.test_dispatch import _flow_runs
     from tests.test_pipeline import _project, _task_states
     from tests.tiny import save_tiny_model
@@ -256,24 +253,10 @@ def test_the_flow_sends_steps_to_a_real_docker_worker(docker_host, docker_client
     placement = tmp_path / "job_variables.yaml"  # the shipped docker section, on this build's tag, for two steps
     placement.write_text(yaml.safe_dump({"docker": {"ingest": {"image": cpu_image}, "validate": {"image": cpu_image}}}))
     monkeypatch.chdir(project)
-    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
-        monkeypatch.setenv(key, "t")
-
-    deploy.deploy_command(name=["step-docker"], apply=True, prefect_file=REPO / "deploy" / "prefect.yaml")
-    env = deploy.prefect_env() | {"DOCKER_HOST": docker_host[0],
-                                  "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}  # fmt: skip
-    log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "tunegate-docker", "--type", "docker",
-                               "--name", "test-docker-worker"], cwd=project, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)  # fmt: skip
-    try:
+    with step_worker("docker", cwd=project, log=tmp_path / "worker.log", env={"DOCKER_HOST": docker_host[0]}):
         state = _timed("retrain_with_two_steps_in_containers_s", retrain, params="params.yaml", steps_in="docker",
                        job_variables_file=str(placement), return_state=True)  # fmt: skip
         assert state.is_completed(), f"{state.message}\n{(tmp_path / 'worker.log').read_text()[-6000:]}"
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        log.close()
     assert "v0.1.0 is production" in state.message
     steps = [r for r in _flow_runs("tunegate-step") if r.work_pool_name == "tunegate-docker"]
     assert [r.parameters["step"] for r in steps] == ["ingest", "validate"]
@@ -282,14 +265,7 @@ def test_the_flow_sends_steps_to_a_real_docker_worker(docker_host, docker_client
         assert (project / "data" / "validated" / "manifest.json").stat().st_uid == 1000
     assert set(_task_states(state).values()) == {"Completed"}
     print("container timings:", json.dumps(TIMINGS))
-
-    async def remove():
-        async with get_client() as client:
-            await client.delete_deployment((await client.read_deployment_by_name("tunegate-step/step-docker")).id)
-            await client.delete_work_pool("tunegate-docker")
-            await client.delete_concurrency_limit_by_tag("tunegate-gpu")  # made by tunegate deploy
-
-    asyncio.run(remove())
+    remove_step_deployment("docker")
 
 
 # ---------------------------------------------------------------- work pools (no podman needed)

@@ -7,11 +7,8 @@ starts a real process worker, and runs the retrain flow with every placeable ste
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -133,55 +130,20 @@ def _flow_runs(flow_name: str) -> list:
                                      sort=FlowRunSort.START_TIME_ASC)  # fmt: skip
 
 
-async def _remove(deployment_name: str, pool: str) -> None:
-    from prefect.client.orchestration import get_client
-
-    async with get_client() as client:
-        found = await client.read_deployment_by_name(deployment_name)
-        await client.delete_deployment(found.id)
-        await client.delete_work_pool(pool)
-        await client.delete_concurrency_limit_by_tag("tunegate-gpu")  # made by tunegate deploy
-
-
-def test_a_missing_step_deployment_fails_the_flow_before_the_first_step(tmp_path, prefect_harness, monkeypatch):
-    from flows.retrain import retrain
-
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    monkeypatch.chdir(tmp_path)
-    state = retrain(params="params.yaml", steps_in="docker", job_variables_file=str(JOB_VARIABLES), return_state=True)
-    assert state.is_failed()
-    with pytest.raises(PlacementError, match=r"no deployment tunegate-step/step-docker on .*tunegate deploy --pool docker "
-                                             r"--name step-docker"):  # fmt: skip
-        state.result()
-    assert not (tmp_path / "data").exists()  # nothing ran
-
-
 @pytest.mark.integration
 def test_each_step_runs_as_its_own_flow_run_in_a_process_worker(tmp_path, prefect_harness, monkeypatch, tiny_model_dir):
-    from flows import deploy
     from flows.retrain import retrain
+    from tests.prefect_worker import remove_step_deployment, step_worker
     from tests.test_pipeline import _project, _task_states
 
     project = _project(tmp_path, tiny_model_dir)
     monkeypatch.chdir(project)  # the deployment's working directory: where the worker runs each step
-    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
-        monkeypatch.setenv(key, "t")
-    deploy.deploy_command(name=["step-process"], apply=True, prefect_file=ROOT / "deploy" / "prefect.yaml")
-    env = deploy.prefect_env() | {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
-    log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "tunegate-process",
-                               "--type", "process", "--name", "test-step-worker"],
-                              cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
+    with step_worker("process", cwd=project, log=tmp_path / "worker.log"):
         started = time.perf_counter()
         state = retrain(params="params.yaml", steps_in="process", job_variables_file=str(JOB_VARIABLES), return_state=True)
         seconds = time.perf_counter() - started
         assert state.is_completed(), f"{state.message}\n{(tmp_path / 'worker.log').read_text()[-4000:]}"
         assert "v0.1.0 is production" in state.message
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        log.close()
 
     steps = [r for r in _flow_runs("tunegate-step") if r.work_pool_name == "tunegate-process"]
     seen = [(r.parameters["step"], r.state.name, r.infrastructure_pid, r.parent_task_run_id) for r in steps]
@@ -198,4 +160,4 @@ def test_each_step_runs_as_its_own_flow_run_in_a_process_worker(tmp_path, prefec
     again = retrain(params="params.yaml", return_state=True)
     assert again.is_completed(), again.message
     assert set(_task_states(again).values()) == {"Cached"}
-    asyncio.run(_remove("tunegate-step/step-process", "tunegate-process"))
+    remove_step_deployment("process")
