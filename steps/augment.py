@@ -29,7 +29,6 @@ from steps._augment_methods import backtranslate_candidates, eda_candidates, lex
 from steps._augment_text import FIELDS, span_pattern
 from steps._cli import step_main
 from steps._config import ConfigError
-from steps._eda import Rates
 from steps._gates import SPLITS, InputError
 from steps._io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, publish_dir, read_jsonl, staging_dir
 from steps._manifest import write_manifest
@@ -77,7 +76,7 @@ class AugmentConfig:
                 bad(key, f"is a Jaccard similarity: set it in (0, 1], e.g. 0.8; got {getattr(self, key)}")
         if self.min_similarity is not None and not -1.0 <= self.min_similarity <= 1.0:
             bad("min_similarity", f"is a cosine similarity in [-1, 1] (or null to switch off); got {self.min_similarity}")
-        if self.eda.num_aug < 1 or ("eda" in self.methods and not Rates(**self._rates()).enabled()):
+        if self.eda.num_aug < 1 or ("eda" in self.methods and not self.eda.rates().enabled()):
             bad("eda", "needs num_aug >= 1 and at least one rate above 0, or drop eda from augment.methods")
         if self.backtranslate.engine not in ENGINES:
             bad("backtranslate.engine", f"{self.backtranslate.engine!r} is not one of {', '.join(ENGINES)}")
@@ -89,9 +88,6 @@ class AugmentConfig:
                 re.compile(pattern)
             except re.error as exc:
                 bad("protect_patterns", f"{pattern!r} is not a valid regular expression ({exc})")
-
-    def _rates(self) -> dict[str, float]:
-        return {op: getattr(self.eda, op) for op in ("synonym", "insert", "swap", "delete")}
 
 
 @dataclass(frozen=True)
@@ -159,7 +155,7 @@ def generate(cfg: AugmentConfig, train: list[dict[str, Any]]) -> tuple[list[Any]
         if method == "eda":
             langs = {lang for us in units_of for *_, lang in us}
             lexicons = lexicons_for(langs, cfg.eda.wordnet_dir, cfg.eda.wordnet_senses, cfg.eda.cilin_max_group)
-            cands += eda_candidates(train, units_of, Rates(**cfg._rates()), cfg.eda.num_aug, lexicons, cfg.seed)
+            cands += eda_candidates(train, units_of, cfg.eda.rates(), cfg.eda.num_aug, lexicons, cfg.seed)
         else:
             made, why = backtranslate_candidates(train, units_of, translator, dict(cfg.backtranslate.pivots))
             cands, skipped = cands + made, skipped + why
