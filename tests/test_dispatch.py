@@ -130,6 +130,19 @@ def _flow_runs(flow_name: str) -> list:
                                      sort=FlowRunSort.START_TIME_ASC)  # fmt: skip
 
 
+def test_a_missing_step_deployment_fails_the_flow_before_the_first_step(tmp_path, prefect_harness, monkeypatch):
+    from flows.retrain import retrain
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    state = retrain(params="params.yaml", steps_in="docker", job_variables_file=str(JOB_VARIABLES), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(PlacementError, match=r"no deployment tunegate-step/step-docker on .*tunegate deploy --pool docker "
+                                             r"--name step-docker"):  # fmt: skip
+        state.result()
+    assert not (tmp_path / "data").exists()  # nothing ran
+
+
 @pytest.mark.integration
 def test_each_step_runs_as_its_own_flow_run_in_a_process_worker(tmp_path, prefect_harness, monkeypatch, tiny_model_dir):
     from flows.retrain import retrain
