@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup system demo test repro bench data clean image-cpu image-gpu test-containers
+.PHONY: setup system demo test repro bench data clean image-cpu image-gpu test-containers gpu-wheels gpu-kit gpu-check-dry
 
 setup: $(STAMP) system
 
@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 data: setup
-	test -f data/raw/identity.json || tunegate demo-data
+	test -f data/raw/identity.json -a -f data/probes/probes.yaml || tunegate demo-data
 
 demo: setup data
 	tunegate base-model
@@ -60,3 +60,26 @@ test-containers: setup
 
 clean:
 	rm -rf data/prepared data/validated reports
+
+# The GPU check (issue 16): `make gpu-kit` here, then on a CUDA machine `bash bench/gpu_check.sh OUT_DIR` with
+# $(GPU_KIT) carried along. The kit is what the GPU image (Python 3.12 with torch, transformers 5.17, peft,
+# accelerate) lacks: the wheels below for Python 3.12 manylinux x86_64 (~59 MB, bitsandbytes 43 of it; versions
+# from constraints.txt: transformers and peft as here), the demo's validated splits, the default model's config
+# and tokenizer (its weights, 540 MB, do not travel: the check trains its architecture twin).
+GPU_KIT ?= .gpu
+GPU_WHEELS := trl bitsandbytes datasets dill multiprocess peft transformers
+
+gpu-wheels:
+	rm -rf $(GPU_KIT)/wheels && mkdir -p $(GPU_KIT)/wheels
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -c constraints.txt -d $(GPU_KIT)/wheels $(GPU_WHEELS)
+	du -sh $(GPU_KIT)/wheels
+
+gpu-kit: data gpu-wheels
+	test -f data/validated/train.jsonl || { tunegate ingest && tunegate validate; }
+	python bench/gpu_kit.py pack $(GPU_KIT)
+	du -sh $(GPU_KIT)
+
+gpu-check-dry:
+	bash bench/gpu_check.sh --dry-run bench/results/gpu_check_dry

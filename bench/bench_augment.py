@@ -33,10 +33,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from steps import _augment_filters as gates  # noqa: E402
 from steps import augment  # noqa: E402
-from steps._augment_config import BacktranslateConfig  # noqa: E402
-from steps._schema import make_record  # noqa: E402
+from steps.augmentation import filters as gates  # noqa: E402
+from steps.augmentation.config import (
+    AugmentConfig,
+    BacktranslateConfig,  # noqa: E402
+)
+from steps.core.schema import make_record  # noqa: E402
+from steps.data.splits import load_splits  # noqa: E402
 
 ZH = ["请问如何清洗电水壶底部的水垢？", "电水壶的指示灯一直闪烁是什么原因？", "水壶烧水时发出很大的噪音，正常吗？",
       "保修期是多久？需要保留购物小票吗？", "我可以在应用里修改水壶的名字吗？", "夜间模式是什么意思？",
@@ -54,8 +58,8 @@ def timed(fn, repeats: int = 1) -> tuple[float, float, object]:
     return times[0], min(times), out
 
 
-def cfg(**kw) -> augment.AugmentConfig:
-    return augment.AugmentConfig(**{"protect_terms": PROTECT, "max_fraction": 1.0, **kw})
+def cfg(**kw) -> AugmentConfig:
+    return AugmentConfig(**{"protect_terms": PROTECT, "max_fraction": 1.0, **kw})
 
 
 def chinese(n: int) -> list[dict]:
@@ -84,7 +88,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("bench/results/bench_augment.json"))
     args = ap.parse_args()
 
-    train = augment.load_splits(args.data)["train"]
+    train = load_splits(args.data, "python -m steps.validate")["train"]
     n = len(train)
     results: dict = {"records": n, "methods": {}}
 
@@ -123,7 +127,7 @@ def main() -> int:
         first, best, (llm_cands, _, _) = timed(lambda: augment.generate(llm, train), 1)
         record("backtranslate_openai", first, best, llm_cands)
 
-    evals = [r for name, recs in augment.load_splits(args.data).items() if name != "train" for r in recs]
+    evals = [r for name, recs in load_splits(args.data, "python -m steps.validate").items() if name != "train" for r in recs]
     tick = time.perf_counter()
     gates.load_encoder("packaged").encode(["warm up"])
     results["encoder_load_s"] = round(time.perf_counter() - tick, 2)

@@ -6,7 +6,7 @@ What is measured, all in one run on the same seeded data:
 
 * tunegate: seconds and records/s of ``steps.ingest.run`` and ``steps.validate.run`` (goal:
   100k records through all gates in 60 s or less on 2 cores).
-* near-duplicate precision and recall of ``steps._dedup.duplicate_groups`` (the grouping ingest
+* near-duplicate precision and recall of ``steps.data.dedup.duplicate_groups`` (the grouping ingest
   uses) against the planted truth. Truth groups join planted copies whose exact word-3-gram
   Jaccard (``exact_jaccard`` over ``shingle_hashes``) is >= 0.8; copies under 0.8 are kept as
   hard negatives. Scored on pairs "same group or not", with planted exact duplicates left out
@@ -21,20 +21,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from steps import ingest  # noqa: E402
-from steps._dedup import duplicate_groups, exact_jaccard, minhash_signatures, shingle_hashes, union_groups, words  # noqa: E402
-from steps._io import read_jsonl  # noqa: E402
-from steps.ingest import DatasetSpec, IngestConfig  # noqa: E402
+from steps.core.io import read_json, read_jsonl  # noqa: E402
+from steps.core.schema import record_text
+from steps.data.config import DatasetSpec, IngestConfig
+from steps.data.dedup import duplicate_groups, union_groups
+from steps.data.load import load_dataset
+from steps.data.lsh import exact_jaccard
+from steps.data.minhash import minhash_signatures, shingle_hashes, words
+from steps.data.splits import SPLITS, load_splits
+from steps.gates.config import ValidateConfig
+from steps.gates.dedup import content_text, leakage_columns
+from steps.gates.records import record_frame
 
 THRESHOLD = 0.8
 BASELINE_BUDGET_S = 180.0
@@ -84,7 +94,7 @@ class Synth:
 
 
 def text(rec: dict) -> str:
-    return f"{rec['instruction']}\n{rec['output']}"  # steps._schema.record_text of an alpaca record
+    return f"{rec['instruction']}\n{rec['output']}"  # steps.core.schema.record_text of an alpaca record
 
 
 def jaccard(a: dict, b: dict) -> float:
@@ -160,30 +170,89 @@ def run_validate(prepared: Path, out: Path) -> tuple[float, dict]:
     except ImportError as exc:
         return 0.0, {"status": f"pending ({exc})"}
     t0 = time.perf_counter()
-    result = validate.run(validate.ValidateConfig(), prepared, out)
+    result = validate.run(ValidateConfig(), prepared, out)
     seconds = time.perf_counter() - t0
-    report = json.loads(Path(result.report_path).read_text())
+    report = read_json(result.report_path)
     return seconds, {"status": "ran", "passed": result.passed, "gates": {k: g["passed"] for k, g in result.gates.items()},
                      "gate_s": report.get("seconds"), "flagged": leak_flags(validate, prepared)}  # fmt: skip
 
 
 def leak_flags(validate, prepared: Path) -> set[int]:
     """Rows (meta.row) of train records the leakage gate flags; the report keeps only examples, so this
-    reruns validate's own leakage_columns (steps/_gates.py) on the same splits (untimed)."""
-    from steps import _gates
-
-    splits = _gates.load_splits(prepared)
-    df = _gates.record_frame(splits)
-    texts = [_gates.content_text(r) for recs in splits.values() for r in recs]
+    reruns validate's own leakage_columns (steps/gates/dedup.py) on the same splits (untimed)."""
+    splits = load_splits(prepared, "python -m steps.ingest")
+    df = record_frame(splits)
+    texts = [content_text(r) for recs in splits.values() for r in recs]
     train, evals = df.index[df.split == "train"], df.index[df.split != "train"]
-    _gates.leakage_columns(df, train, evals, texts, minhash_signatures(texts), {}, validate.ValidateConfig())
+    leakage_columns(df, train, evals, texts, minhash_signatures(texts), {}, ValidateConfig())
     return set(df.loc[train][df.loc[train, "leaked"] == 1]["row"].astype(int).tolist())
+
+
+FUZZ_KEYS = ["instruction", "input", "output", "history", "system", "tools", "conversations", "messages", "from", "value",
+             "role", "content", "prompt", "chosen", "rejected", "completion", "label", "text", "score"]  # fmt: skip
+FUZZ_SHAPES = [("instruction", "output"), ("conversations",), ("messages",), ("prompt", "chosen", "rejected"),
+               ("prompt", "completion", "label"), ("messages", "label"), ("text",)]  # fmt: skip
+
+
+def random_value(rng: random.Random, depth: int = 0) -> Any:
+    """A random JSON value: scalars, format keys as strings, chat-message-like dicts, lists and dicts of them."""
+    kind = rng.randrange(9 if depth < 3 else 5)
+    if kind == 0:
+        return rng.choice([None, True, False, 0, -1, 2**64, 1.5, float("1e308")])
+    if kind in (1, 2):
+        return "".join(rng.choice("ab <|>\u00e9\u4e2d\ud83d\ude00\x00\t") for _ in range(rng.randrange(12)))
+    if kind == 3:
+        return rng.choice(FUZZ_KEYS + ["human", "gpt", "user", "assistant", "system", "tool"])
+    if kind == 4:
+        return rng.randrange(-5, 5)
+    if kind == 5:
+        return {rng.choice(["from", "value", "role", "content"]): random_value(rng, depth + 1) for _ in range(rng.randrange(1, 4))}
+    if kind == 6:
+        return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(FUZZ_KEYS): random_value(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+def random_record(rng: random.Random) -> Any:
+    """Mostly rows shaped like a format (its keys, random values) so conversion runs deep; some anything at all."""
+    if rng.random() < 0.7:
+        keys = list(rng.choice(FUZZ_SHAPES)) + rng.sample(["input", "history", "system", "tools"], rng.randrange(3))
+        return {k: random_value(rng) for k in keys}
+    return random_value(rng)
+
+
+def fuzz(n: int, seed: int) -> dict[str, Any]:
+    """Read ``n`` random records (files of 200 lines) in every declared format and auto-detection: a crash
+    is any exception but a whole-file refusal (FileError, exit 2); accounting is rows = good + quarantined + dropped."""
+    from steps.data.errors import FileError
+    from steps.data.formats import FORMATS
+
+    rng, tried, crashes, unaccounted, refused = random.Random(seed), 0, 0, 0, 0
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fuzz.jsonl"
+        for _ in range(max(n // 200, 1)):
+            lines = [json.dumps(random_record(rng)).encode() for _ in range(200)]
+            path.write_bytes(b"\n".join(lines) + b"\n")
+            for fmt in ("auto", *FORMATS):
+                try:
+                    loaded = load_dataset(DatasetSpec(path=path.name, format=fmt), path.parent, max_record_chars=2_000)
+                except FileError:
+                    refused += 1
+                    continue
+                except Exception:  # noqa: BLE001 - counting crashes is the point
+                    crashes += 1
+                    continue
+                tried += loaded.rows
+                unaccounted += loaded.rows != len(loaded.good) + len(loaded.bad) + sum(loaded.dropped.values())
+    return {"fuzz_records_tried": tried, "fuzz_crashes": crashes, "fuzz_unaccounted_files": unaccounted,
+            "fuzz_files_refused_whole": refused, "fuzz_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fuzz", type=int, default=50_000, help="random records read in every format (0: skip)")
     args = ap.parse_args(argv)
     rows, heldout, planted = generate(args.records, args.seed)
     role, n = planted["role"], len(rows)
@@ -197,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         ingest.run(cfg, root / "prepared", root)
         t_ingest = time.perf_counter() - t0
         t_val, val = run_validate(root / "prepared", root / "validated")
-        split_of = {r["meta"]["row"] - 1: s for s in ingest.SPLITS for r in read_jsonl(root / "prepared" / f"{s}.jsonl")}
-        good, _, _ = ingest.load_dataset(cfg.datasets[0], root)
-    texts, hashes = [ingest.record_text(r) for r in good], [r["meta"]["hash"] for r in good]
+        split_of = {r["meta"]["row"] - 1: s for s in SPLITS for r in read_jsonl(root / "prepared" / f"{s}.jsonl")}
+        good = load_dataset(cfg.datasets[0], root).good
+    texts, hashes = [record_text(r) for r in good], [r["meta"]["hash"] for r in good]
     t0 = time.perf_counter()
     pred = duplicate_groups(texts, hashes, THRESHOLD)
     t_dedup = time.perf_counter() - t0
@@ -210,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     exact_recall = sum(hashes[i] == hashes[j] for i, j in exact) / max(len(exact), 1)
     spans: dict[int, set[str]] = {}
     for i in range(n):  # a truth group in two splits is a near-copy leaking from train to test
-        spans.setdefault(int(truth[i]), set()).add(split_of[i])
+        if i in split_of:  # not an exact copy ingest dropped (it keeps the first copy of each content)
+            spans.setdefault(int(truth[i]), set()).add(split_of[i])
     split_leaks = sum(len(s) > 1 for s in spans.values())
-    leaks_in_train = {i + 1 for i, r in enumerate(role) if r == "leak" and split_of[i] == "train"}
+    leaks_in_train = {i + 1 for i, r in enumerate(role) if r == "leak" and split_of.get(i) == "train"}
     flagged = val.get("flagged")
 
     pilot = min(n, 1000)
@@ -234,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "dedup_s": round(t_dedup, 3), "baseline_s": round(t_base, 2), "baseline_records": k,
         "baseline_extrapolated": k < n, "speedup_vs_baseline": round(t_base / t_dedup, 1),
         "baseline_precision": round(b_precision, 4), "baseline_recall": round(b_recall, 4),
+        **(fuzz(args.fuzz, args.seed) if args.fuzz else {}),
     }  # fmt: skip
     for key, value in figures.items():
         print(f"{key:34} {value}")

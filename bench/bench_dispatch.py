@@ -40,9 +40,9 @@ def _run(project: Path, **kwargs) -> float:
 def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows._dispatch import JOB_VARIABLES
+    from flows.dispatch import JOB_VARIABLES
+    from tests.helpers import make_project
     from tests.prefect_worker import step_worker
-    from tests.test_pipeline import _project
     from tests.tiny import save_tiny_model
 
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="offline", DO_NOT_TRACK="1")
@@ -51,7 +51,7 @@ def main() -> None:
         model = Path(save_tiny_model(work / "tiny"))
         for name in ("inline", "placed"):
             (work / name).mkdir()
-        inline_project, placed_project = (_project(work / name, model) for name in ("inline", "placed"))
+        inline_project, placed_project = (make_project(work / name, model) for name in ("inline", "placed"))
         inline = _run(inline_project)
 
         os.chdir(placed_project)

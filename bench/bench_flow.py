@@ -39,17 +39,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=("tiny", "default"), default="tiny")
     args = ap.parse_args()
-    from tests.test_pipeline import _tiny_params
+    from tests.helpers import tiny_params
     from tests.tiny import save_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         clone = work / "clone"
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        # --no-tags: the checkout's registry (after `make demo`, a production model) stays out of the clone.
+        subprocess.run(["git", "clone", "-q", "--no-tags", str(ROOT), str(clone)], check=True)
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                "PREFECT_HOME": str(work / "prefect"), "WANDB_MODE": "offline"}  # fmt: skip
         if args.model == "tiny":
-            _tiny_params(clone / "params.yaml", Path(save_tiny_model(work / "tiny")))
+            tiny_params(clone / "params.yaml", Path(save_tiny_model(work / "tiny")))
         subprocess.run([sys.executable, "-m", "flows.cli", "demo-data"], cwd=clone, env=env, check=True,
                        capture_output=True)  # fmt: skip
         flow = [sys.executable, "-m", "flows.cli", "run"]

@@ -1,10 +1,10 @@
-"""Train-step benchmark: tunegate's packed SFT against a plain HF Trainer + PEFT baseline that pads.
+"""Train-step benchmark: tunegate's packed SFT against a plain HF Trainer + PEFT baseline that pads, and TRL's SFTTrainer.
 
-``python bench/bench_train.py [--steps 8] [--batch-size 1] [--method lora|qlora] [--repeats 1]``
+``python bench/bench_train.py [--steps 8] [--batch-size 1] [--method lora|qlora] [--repeats 1] [--baselines baseline,trl]``
 
-Both sides train the same base model (``steps._model`` default, SmolLM2-135M-Instruct) on the same
+Both sides train the same base model (``steps.models.loading`` default, SmolLM2-135M-Instruct) on the same
 SFT records (``data/validated/train.jsonl``, kind sft) with the same tokenisation and loss target
-(``steps._template.render_with_mask``: loss on assistant turns and their end-of-turn token), the
+(``steps.models.template.render_with_mask``: loss on assistant turns and their end-of-turn token), the
 same LoRA settings (``steps.train.LoraSettings``), optimizer, schedule, learning rate and seed, on
 the same machine, in one run; each side runs in a fresh subprocess so peak memory does not mix.
 
@@ -16,6 +16,11 @@ the same machine, in one run; each side runs in a fresh subprocess so peak memor
   per epoch), so both sides take the same optimizer steps over the same records: same epochs, same
   sequences and trained tokens seen, and the same learning-rate schedule. ``--baseline-batch-size``
   overrides it (the baseline then runs the steps that cover the same epochs).
+* trl: TRL's own ``SFTTrainer`` as a TRL user runs it today: conversational records, ``packing=True`` with
+  ``packing_strategy="bfd"`` (padding-free), ``assistant_only_loss=True`` through the model's template with
+  ``{% generation %}`` markers (they cover exactly the tokens tunegate trains on: same ids, same mask), the same
+  LoRA through ``peft_config``, the same packed rows per step and steps as tunegate. What differs is tunegate's
+  loss (``steps.training.loss``): logits only at trained positions, no full-vocabulary entropy/accuracy metrics.
 
 Figures, per side: real (non-padding) tokens / wall seconds of the training loop (first step begin
 to last step end, from a callback: excludes model loading, tokenising, the final save and eval),
@@ -25,9 +30,10 @@ the end of training on CPU; ``torch.cuda.max_memory_allocated`` on CUDA), first/
 and an eval loss on the validation SFT records computed the same way for both (token-weighted
 cross entropy of the trained model, one record at a time), with the base model's for reference.
 On CUDA, MFU = 6 x parameters x tokens/s / the device's peak dense bf16 FLOP/s.
-With ``--repeats R`` the sides alternate T B B T ...; medians are reported.
-Goals (CPU): padding efficiency >= 0.95, tokens/s ratio >= 1.5, eval losses within 5%.
-GPU: ratio >= 2, peak memory ratio <= 0.6 for qlora, MFU printed.
+With ``--repeats R`` the sides alternate T B R R B T ...; medians are reported. ``--model`` trains another base
+model folder (bench/gpu_check.sh: the tiny model, or the default model's architecture twin).
+Goals: padding efficiency >= 0.95; against Trainer + PEFT: tokens/s ratio >= 1.5 on CPU, >= 2 on a GPU, eval
+losses within 5%; against SFTTrainer: ratio >= 1.3 with eval losses within 2%. Peak memory ratios and MFU printed.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ IGNORE = -100
 
 def sft_rows(records: list[dict], tokenizer) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) of each sft record: the render and mask tunegate trains on."""
-    from steps._template import end_of_turn_id, render_with_mask
+    from steps.models.template import end_of_turn_id, render_with_mask
 
     eot, rows = end_of_turn_id(tokenizer), []
     for r in records:
@@ -116,7 +122,7 @@ def probe():
             self.real += int(mask.sum()) if mask is not None else ids.numel()
             if labels is not None:
                 self.trained += int((labels != IGNORE).sum())
-            elif isinstance(keep := kwargs.get("logits_to_keep"), torch.Tensor):  # steps._sft_loss: trained positions only
+            elif isinstance(keep := kwargs.get("logits_to_keep"), torch.Tensor):  # steps.training.loss: trained positions only
                 self.trained += keep.numel()
 
         def on_train_begin(self, args, state, control, model=None, **kw):
@@ -140,7 +146,7 @@ def probe():
 
 def common_args(spec: dict) -> dict:
     """Settings both sides share, taken from tunegate's own builder defaults for the same TrainConfig."""
-    from steps import _builders as B
+    from steps.models import builders as B
 
     args = B.common_args(tunegate_config(spec), spec["tmp"])
     keep = ("max_steps", "gradient_accumulation_steps", "learning_rate", "weight_decay", "warmup_steps", "lr_scheduler_type",
@@ -149,9 +155,9 @@ def common_args(spec: dict) -> dict:
 
 
 def tunegate_config(spec: dict):
-    from steps.train import TrainConfig
+    from steps.training.config import TrainConfig
 
-    return TrainConfig(stage="sft", method=spec["method"], packing=True, tracking="none", max_steps=spec["steps"],
+    return TrainConfig(stage="sft", method=spec["method"], packing=True, tracking="none", max_steps=spec["steps"], base_model=spec["model"],
                        batch_size=spec["batch_size"], grad_accum=1, max_length=spec["max_length"], learning_rate=2e-4,
                        seed=spec["seed"], logging_steps=1, eval_steps=10**6, save_steps=10**6, save_total_limit=2)  # fmt: skip
 
@@ -171,18 +177,12 @@ def run_tunegate(spec: dict, records: list[dict], val_rows) -> dict:
             "train_runtime_s", "tokens_seen", "steps", "trainable_params", "total_params")} | {"data": m["data"].get("train")}}  # fmt: skip
 
 
-def run_baseline(spec: dict, records: list[dict], val_rows) -> dict:
-    """A plain Trainer + PEFT LoRA run with the default padded collator."""
+def load_base(spec: dict):
+    """The base model as a baseline loads it: float32, or NF4 4-bit (bf16 compute on CUDA) for qlora."""
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-    from steps._model import DEFAULT_BASE_MODEL, load_model, load_tokenizer
-    from steps.train import LoraSettings
+    from steps.models.loading import load_model
 
-    tok = load_tokenizer(DEFAULT_BASE_MODEL)
-    set_seed(spec["seed"])
     kwargs = {}
     if spec["method"] == "qlora":
         from transformers import BitsAndBytesConfig
@@ -192,14 +192,35 @@ def run_baseline(spec: dict, records: list[dict], val_rows) -> dict:
                   bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)}  # fmt: skip
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": torch.cuda.current_device()}
-    model = load_model(DEFAULT_BASE_MODEL, **kwargs)
+    return load_model(spec["model"], **kwargs)
+
+
+def lora_config():
+    from peft import LoraConfig
+
+    from steps.training.config import LoraSettings
+
+    lora = LoraSettings()
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none", target_modules=lora.target_modules,
+                      task_type="CAUSAL_LM")  # fmt: skip
+
+
+def run_baseline(spec: dict, records: list[dict], val_rows) -> dict:
+    """A plain Trainer + PEFT LoRA run with the default padded collator."""
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+
+    from steps.models.loading import load_tokenizer
+
+    tok = load_tokenizer(spec["model"])
+    set_seed(spec["seed"])
+    model = load_base(spec)
     if spec["method"] == "qlora":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    lora = LoraSettings()
-    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-                                             target_modules=lora.target_modules, task_type="CAUSAL_LM"))  # fmt: skip
+    model = get_peft_model(model, lora_config())
     base_eval = eval_loss(model, val_rows)  # LoRA B starts at zero: this is the base model's loss
     rows = sft_rows(records, tok)
     ds = Dataset.from_list([{"input_ids": i, "labels": lab} for i, lab in rows])
@@ -213,17 +234,60 @@ def run_baseline(spec: dict, records: list[dict], val_rows) -> dict:
     return {"probe": p, "model": model, "base_eval_loss": base_eval, "own": {"trainable_params": trainable, "total_params": total}}
 
 
+# SmolLM2's ChatML turn, and the same turn with TRL's {% generation %} markers around what tunegate trains on
+# (an assistant turn's content and its <|im_end|>): how a TRL user gets assistant_only_loss on a template without markers.
+CHATML_TURN = "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+MARKED_TURN = ("{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
+               "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}{% else %}" + CHATML_TURN + "{% endif %}")  # fmt: skip
+
+
+def training_template(template: str) -> str:
+    """``template`` with generation markers, for TRL's assistant-only loss (SmolLM2's ChatML form only)."""
+    if CHATML_TURN not in template:
+        raise SystemExit("bench_train: the trl baseline knows how to mark SmolLM2's ChatML template only; this model's differs")
+    return template.replace(CHATML_TURN, MARKED_TURN)
+
+
+def run_trl(spec: dict, records: list[dict], val_rows) -> dict:
+    """TRL's own SFTTrainer as a TRL user runs it: conversational records, BFD packing (padding-free),
+    assistant-only loss from a template with generation markers, the same LoRA through ``peft_config``."""
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from steps.models.loading import load_tokenizer
+    from steps.models.template import to_chat
+
+    tok = load_tokenizer(spec["model"])
+    tok.chat_template = training_template(tok.chat_template)
+    set_seed(spec["seed"])
+    model = load_base(spec)
+    ds = Dataset.from_list([{"messages": to_chat(r["messages"])} for r in records if r.get("kind") == "sft"])
+    args = SFTConfig(output_dir=str(Path(spec["tmp"]) / "out"), per_device_train_batch_size=spec["batch_size"],
+                     max_length=spec["max_length"], packing=True, packing_strategy="bfd", padding_free=True,
+                     assistant_only_loss=True, activation_checkpointing=False, logging_steps=1, eval_strategy="no",
+                     save_strategy="no", report_to="none", **common_args(spec))  # fmt: skip
+    p = probe()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora_config(), callbacks=[p])
+    trainer.train()
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    return {"probe": p, "model": trainer.model, "own": {"trainable_params": trainable, "total_params": total}}
+
+
+SIDES = {"tunegate": run_tunegate, "baseline": run_baseline, "trl": run_trl}
+
+
 def child(spec: dict) -> None:
     import torch
 
-    from steps._data import read_split
-    from steps._model import DEFAULT_BASE_MODEL, load_tokenizer
+    from steps.models.loading import load_tokenizer
+    from steps.training.datasets import read_split
 
     data = Path(spec["data_dir"])
     records = read_split(data, "train")
-    val_rows = sft_rows(read_split(data, "validation"), load_tokenizer(DEFAULT_BASE_MODEL))
+    val_rows = sft_rows(read_split(data, "validation"), load_tokenizer(spec["model"]))
     t0 = time.perf_counter()
-    out = (run_tunegate if spec["side"] == "tunegate" else run_baseline)(spec, records, val_rows)
+    out = SIDES[spec["side"]](spec, records, val_rows)
     p = out.pop("probe")
     model = out.pop("model")
     loop_s = p.t_end - p.t0
@@ -249,7 +313,9 @@ def spawn(spec: dict, log: Path) -> dict:
     if rc:
         sys.stderr.write(log.read_text()[-4000:])
         raise SystemExit(f"bench_train: the {spec['side']} side failed (exit {rc}); log above")
-    return json.loads(Path(spec["result"]).read_text())
+    from steps.core.io import read_json
+
+    return read_json(spec["result"])
 
 
 def matched_baseline(t: dict, args) -> dict:
@@ -274,11 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=8, help="tunegate optimizer steps (36 = one epoch of the demo data at batch 1)")
     ap.add_argument("--batch-size", type=int, default=1, help="tunegate packed rows per step (~6 demo sequences per 512-token row)")
     ap.add_argument("--baseline-batch-size", type=int, default=None, help="sequences per baseline step (default: matched)")
+    ap.add_argument("--baselines", default="baseline,trl", help="comma list: baseline (Trainer + PEFT, padded), trl (SFTTrainer, packed)")
     ap.add_argument("--method", choices=("lora", "qlora"), default="lora")
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--model", default=None, help="base model folder (default: SmolLM2-135M-Instruct, steps.models.loading)")
     ap.add_argument("--data-dir", type=Path, default=ROOT / "data" / "validated")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench_train.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -286,15 +355,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.data_dir / "train.jsonl").is_file():
         raise SystemExit(f"bench_train: {args.data_dir}/train.jsonl not found; run `.venv/bin/tunegate ingest && .venv/bin/tunegate validate`")
+    from steps.models.loading import DEFAULT_BASE_MODEL
+
     n_seq = sum(json.loads(line).get("kind") == "sft" for line in open(args.data_dir / "train.jsonl"))
+    baselines = [b for b in args.baselines.split(",") if b]
+    if unknown := set(baselines) - {"baseline", "trl"}:
+        raise SystemExit(f"bench_train: --baselines {args.baselines}: unknown {sorted(unknown)}; choose from baseline, trl")
     base = {"data_dir": str(args.data_dir), "steps": args.steps, "batch_size": args.batch_size, "method": args.method,
-            "max_length": args.max_length, "seed": args.seed}  # fmt: skip
-    order = [s for r in range(args.repeats) for s in (("tunegate", "baseline") if r % 2 == 0 else ("baseline", "tunegate"))]
-    runs: dict[str, list[dict]] = {"tunegate": [], "baseline": []}
+            "max_length": args.max_length, "seed": args.seed, "model": args.model or DEFAULT_BASE_MODEL}  # fmt: skip
+    sides = ("tunegate", *baselines)
+    order = [s for r in range(args.repeats) for s in (sides if r % 2 == 0 else sides[::-1])]
+    if order[0] != "tunegate":  # the first run is tunegate's: its packing sets the matched batch
+        order.insert(0, order.pop(order.index("tunegate")))
+    runs: dict[str, list[dict]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for i, side in enumerate(order):
             spec = base | {"side": side, "tmp": f"{tmp}/{i}", "result": f"{tmp}/{i}.json"}
-            if side == "baseline":  # the first run is tunegate's: its packing sets the matched batch
+            if side == "baseline":
                 spec |= matched_baseline(runs["tunegate"][0], args)
             t0 = time.perf_counter()
             runs[side].append(spawn(spec, Path(f"{tmp}/{i}.log")))
@@ -303,59 +380,63 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(args, n_seq: int, runs: dict[str, list[dict]]) -> None:
+def report(args, n_seq: int, runs: dict[str, list[dict]]) -> dict:
+    """Print the table and the goals, write ``args.out``; the figures as written."""
     med = lambda side, key: statistics.median(r[key] for r in runs[side])  # noqa: E731
-    t, b = runs["tunegate"][0], runs["baseline"][0]
-    tps_t, tps_b = med("tunegate", "tokens_per_s"), med("baseline", "tokens_per_s")
-    mem_t, mem_b = med("tunegate", "peak_memory_mb"), med("baseline", "peak_memory_mb")
-    ev_t, ev_b = med("tunegate", "eval_loss"), med("baseline", "eval_loss")
-    rows = [
-        ("optimizer steps", args.steps, b["forwards"]),
-        ("sequences per step", f"{n_seq / -(-t['packed_rows'] // args.batch_size):.1f} in {args.batch_size} rows", b["batch_size"]),
-        ("trained tokens seen", t["trained_tokens"], b["trained_tokens"]),
-        ("real tokens seen", t["real_tokens"], b["real_tokens"]),
-        ("token slots fed", t["token_slots"], b["token_slots"]),
-        ("padding efficiency", t["padding_efficiency"], b["padding_efficiency"]),
-        ("  tunegate packed-row fill", t["own"]["padding_efficiency"], ""),
-        ("loop seconds", med("tunegate", "loop_s"), med("baseline", "loop_s")),
-        ("tokens/s (non-padding)", tps_t, tps_b),
-        ("peak memory MB", mem_t, mem_b),
-        ("train loss first", t["loss_first"], b["loss_first"]),
-        ("train loss last", t["loss_last"], b["loss_last"]),
-        ("eval loss (base model)", b["base_eval_loss"], b["base_eval_loss"]),
-        ("eval loss (trained)", ev_t, ev_b),
-    ]  # fmt: skip
-    print(f"\n{'':28} {'tunegate':>26} {'baseline':>12}")
-    for name, x, y in rows:
-        print(f"{name:28} {x!s:>26} {y!s:>12}")
+    sides = list(runs)
+    first = {s: runs[s][0] for s in sides}
+    t = first["tunegate"]
+    per_step = {"tunegate": f"{n_seq / -(-t['packed_rows'] // args.batch_size):.1f} in {args.batch_size} rows"}
+    per_step |= {s: (first[s]["batch_size"] if s == "baseline" else f"{args.batch_size} packed rows") for s in sides[1:]}
+    base_eval = next((first[s]["base_eval_loss"] for s in sides if "base_eval_loss" in first[s]), None)
+    rows = [("optimizer steps", {s: args.steps if s != "baseline" else first[s]["forwards"] for s in sides}),
+            ("sequences per step", per_step)]
+    rows += [(name, {s: first[s][key] for s in sides}) for name, key in (
+        ("trained tokens seen", "trained_tokens"), ("real tokens seen", "real_tokens"), ("token slots fed", "token_slots"),
+        ("padding efficiency", "padding_efficiency"))]  # fmt: skip
+    rows += [("  tunegate packed-row fill", {"tunegate": t["own"]["padding_efficiency"]})]
+    rows += [(name, {s: med(s, key) for s in sides}) for name, key in (
+        ("loop seconds", "loop_s"), ("tokens/s (non-padding)", "tokens_per_s"), ("peak memory MB", "peak_memory_mb"))]  # fmt: skip
+    rows += [(name, {s: first[s][key] for s in sides}) for name, key in (("train loss first", "loss_first"), ("train loss last", "loss_last"))]
+    rows += [("eval loss (base model)", {s: base_eval for s in sides}), ("eval loss (trained)", {s: med(s, "eval_loss") for s in sides})]
+    print("\n" + f"{'':28}" + "".join(f" {s:>18}" for s in sides))
+    for name, vals in rows:
+        print(f"{name:28}" + "".join(f" {vals.get(s, '')!s:>18}" for s in sides))
+    on_gpu = t["device"] != "cpu"
+    tps = {s: med(s, "tokens_per_s") for s in sides}
+    mem = {s: med(s, "peak_memory_mb") for s in sides}
+    ev = {s: med(s, "eval_loss") for s in sides}
     figures = {
         "settings": {"method": args.method, "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
-                     "repeats": args.repeats, "seed": args.seed, "sft_records": n_seq, "device": t["device"], "threads": t["threads"]},
-        "tokens_per_s": {"tunegate": tps_t, "baseline": tps_b}, "throughput_ratio": round(tps_t / tps_b, 3),
-        "padding_efficiency": {"tunegate": t["padding_efficiency"], "tunegate_packed_fill": t["own"]["padding_efficiency"],
-                               "baseline": b["padding_efficiency"]},
-        "peak_memory_mb": {"tunegate": mem_t, "baseline": mem_b, "kind": "cuda_max_allocated" if t["device"] != "cpu" else "VmHWM"},
-        "peak_memory_ratio": round(mem_t / mem_b, 3),
-        "train_loss_last": {"tunegate": t["loss_last"], "baseline": b["loss_last"]},
-        "eval_loss": {"tunegate": ev_t, "baseline": ev_b, "base_model": b["base_eval_loss"]},
-        "eval_loss_rel_diff": round((ev_t - ev_b) / ev_b, 4),
-        "mfu": {"tunegate": mfu(t), "baseline": mfu(b)} if t["device"] != "cpu" else None,
+                     "repeats": args.repeats, "seed": args.seed, "model": args.model or "smollm2-135m-instruct", "sft_records": n_seq,
+                     "device": t["device"], "threads": t["threads"]},
+        "tokens_per_s": tps,
+        "throughput_ratio": {s: round(tps["tunegate"] / tps[s], 3) for s in sides[1:]},
+        "padding_efficiency": {s: first[s]["padding_efficiency"] for s in sides} | {"tunegate_packed_fill": t["own"]["padding_efficiency"]},
+        "peak_memory_mb": mem | {"kind": "cuda_max_allocated" if on_gpu else "VmHWM"},
+        "peak_memory_ratio": {s: round(mem["tunegate"] / mem[s], 3) for s in sides[1:]},
+        "train_loss_last": {s: first[s]["loss_last"] for s in sides},
+        "eval_loss": ev | {"base_model": base_eval},
+        "eval_loss_rel_diff": {s: round((ev["tunegate"] - ev[s]) / ev[s], 4) for s in sides[1:]},
+        "mfu": {s: mfu(first[s]) for s in sides} if on_gpu else None,
         "tunegate_own_metrics": t["own"], "runs": runs,
     }  # fmt: skip
-    on_gpu = t["device"] != "cpu"
-    goals = {"padding_efficiency>=0.95": t["padding_efficiency"] >= 0.95 and (t["own"]["padding_efficiency"] or 0) >= 0.95,
-             f"throughput_ratio>={2 if on_gpu else 1.5}": figures["throughput_ratio"] >= (2 if on_gpu else 1.5),
-             "eval_loss_within_5%": abs(figures["eval_loss_rel_diff"]) <= 0.05}  # fmt: skip
-    if on_gpu and args.method == "qlora":
-        goals["peak_memory_ratio<=0.6"] = figures["peak_memory_ratio"] <= 0.6
+    goals = {"padding_efficiency>=0.95": t["padding_efficiency"] >= 0.95 and (t["own"]["padding_efficiency"] or 0) >= 0.95}
+    if "baseline" in sides:
+        goals[f"ratio_vs_baseline>={2 if on_gpu else 1.5}"] = figures["throughput_ratio"]["baseline"] >= (2 if on_gpu else 1.5)
+        goals["eval_loss_vs_baseline_within_5%"] = abs(figures["eval_loss_rel_diff"]["baseline"]) <= 0.05
+    if "trl" in sides:
+        goals["ratio_vs_trl>=1.3"] = figures["throughput_ratio"]["trl"] >= 1.3
+        goals["eval_loss_vs_trl_within_2%"] = abs(figures["eval_loss_rel_diff"]["trl"]) <= 0.02
     figures["goals"] = goals
-    print(f"\nthroughput ratio {figures['throughput_ratio']}  peak memory ratio {figures['peak_memory_ratio']}  "
-          f"eval loss rel diff {figures['eval_loss_rel_diff']:+.2%}" + (f"  MFU {figures['mfu']}" if on_gpu else ""))
+    print("\n" + "  ".join(f"vs {s}: tokens/s ratio {figures['throughput_ratio'][s]}, peak memory ratio {figures['peak_memory_ratio'][s]}, "
+                           f"eval loss rel diff {figures['eval_loss_rel_diff'][s]:+.2%}" for s in sides[1:])
+          + (f"  MFU {figures['mfu']}" if on_gpu else ""))  # fmt: skip
     print("goals: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in goals.items()))
-    out = Path(__file__).parent / "results" / "bench_train.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in figures.items() if k not in ("runs", "tunegate_own_metrics")}, default=str))
+    return figures
 
 
 if __name__ == "__main__":

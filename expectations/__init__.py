@@ -19,11 +19,7 @@ from typing import Any
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no usage statistics leave the machine
 
 import great_expectations as gx  # noqa: E402
-from great_expectations.data_context.types.base import (  # noqa: E402
-    DataContextConfig,
-    InMemoryStoreBackendDefaults,
-    ProgressBarsConfig,
-)
+from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig  # noqa: E402
 
 from expectations import dedup, leakage, pii  # noqa: E402
 from expectations import format as format_  # noqa: E402

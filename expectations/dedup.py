@@ -20,7 +20,8 @@ def build() -> gx.ExpectationSuite:
         NAME,
         at_most(gxe.ExpectColumnMeanToBeBetween, "exact_dup", "max_exact_dup_fraction",
                 "Fraction of train records that repeat an earlier one exactly (meta.hash)", "meta.hash",
-                "rerun ingest (it drops exact copies) or remove the copies"),
+                "rerun ingest: it keeps the first copy of each content (meta.hash) and drops the rest, "
+                "counted in its manifest (datasets.<name>.dropped) and listed in dropped.jsonl"),
         at_most(gxe.ExpectColumnMeanToBeBetween, "near_dup", "max_near_dup_fraction",
                 "Fraction of train records that nearly repeat an earlier one (MinHash Jaccard)", "messages",
                 "deduplicate near-copies (templated rows?) or raise validate.max_near_dup_fraction"),

@@ -24,7 +24,7 @@ def build() -> gx.ExpectationSuite:
         name=NAME,
         expectations=[
             _true("schema_ok", "Record matches the canonical schema (kind, roles, types, meta)", "kind/messages",
-                  "rewrite the record with steps._schema.make_record (see the steps/_schema.py docstring)"),
+                  "rewrite the record with steps.core.schema.make_record (see the steps/core/schema.py docstring)"),
             _true("nonempty_ok", "No empty turn or text", "content",
                   "drop the empty turn or fill it in the source data"),
             _true("roles_ok", "Role order: [system], user, then assistant/user alternating; "

@@ -1,4 +1,4 @@
-"""PII gate: personal data and secrets found by steps/_pii.py.
+"""PII gate: personal data and secrets found by steps/core/pii.py.
 
 One row per record; ``pii_findings`` counts its findings. ``max_pii_findings``
 is a suite parameter: 0 for ``pii_action: fail``, unbounded (None) for mask and

@@ -6,12 +6,15 @@ runs), so the CLI, DVC and Prefect run one code path.
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+
+from steps import PIPELINE, describe
 
 app = typer.Typer(
     help="tunegate: a fine-tuning pipeline whose gates keep bad data and worse models out of production.",
@@ -38,110 +41,64 @@ def demo_data(
         typer.echo(f"tracked {len(paths)} files with DVC ({raw_dir}/*.dvc)")
 
 
-@app.command()
-def ingest(
-    out_dir: Path = typer.Argument(Path("data/prepared"), help="Output folder for the splits and quarantine."),
-    params: str = PARAMS,
-) -> None:
-    """Read raw datasets (JSON, JSONL, CSV, Parquet; alpaca, sharegpt, OpenAI messages, preference,
-    feedback, text, classification) into canonical records; quarantine bad records with file, row,
-    field and reason; split train/validation/test without letting a duplicate group span two splits."""
-    from steps import ingest as step
-
-    raise typer.Exit(step.main([str(out_dir), "--params", params]))
-
-
-@app.command()
-def validate(
-    prepared_dir: Path = typer.Argument(Path("data/prepared"), help="ingest's output folder."),
-    out_dir: Path = typer.Argument(Path("data/validated"), help="Output: gated data, report.json, Data Docs."),
-    params: str = PARAMS,
-) -> None:
-    """Run the data gates (format, dedup, leakage, PII) as Great Expectations suites; exit 1 when one fails,
-    with a summary table, Data Docs HTML and report.json."""
-    from steps import validate as step
-
-    raise typer.Exit(step.main([str(prepared_dir), str(out_dir), "--params", params]))
-
-
-@app.command("train")
-def train_cmd(
-    data_dir: Path = typer.Argument(Path("data/augmented"), help="augment's output folder (validate's when augment is off)."),
-    out_dir: Path = typer.Argument(Path("models/train"), help="Output: model or adapter, tokenizer, template, manifest."),
-    params: str = PARAMS,
-) -> None:
-    """Fine-tune the base model: stage (sft, pt, cls, dpo, kto, orpo, rm, grpo, rloo) and method (full, freeze,
-    lora, qlora, dora, prefix, prompt, ia3) from params.yaml; resumable, tracked in W&B (offline by default)."""
-    from steps import train as step
-
-    raise typer.Exit(step.main([str(data_dir), str(out_dir), "--params", params]))
-
-
-@app.command("evaluate")
-def evaluate_cmd(
-    data_dir: Path = typer.Argument(Path("data/validated"), help="validate's output folder (test + held-out splits)."),
-    model_dir: Path = typer.Argument(Path("models/train"), help="train's output folder: the candidate."),
-    out_dir: Path = typer.Argument(Path("models/evaluate"), help="Output: metrics.json, gate.json, report.html, plots."),
-    params: str = PARAMS,
-) -> None:
-    """Score the candidate against the base and production models (perplexity, BLEU/ROUGE, BERTScore, judge,
-    forgetting, safety) and apply the evaluation gate; exit 1 when it fails, with every reason."""
-    from steps import evaluate as step
-
-    raise typer.Exit(step.main([str(data_dir), str(model_dir), str(out_dir), "--params", params]))
+# Each step's command: its paths in order, defaults from the step's descriptor (steps/core/step.py),
+# run through the step's own main (the entry point dvc.yaml runs). Here: only the help texts.
+STEP_HELP = {
+    "ingest": ("Read raw datasets (JSON, JSONL, CSV, Parquet; alpaca, sharegpt, OpenAI messages, preference, "
+               "feedback, text, classification) into canonical records; quarantine bad records with file, row, "
+               "field and reason; split train/validation/test without letting a duplicate group span two splits.",
+               {"out_dir": "Output folder for the splits and quarantine."}),
+    "validate": ("Run the data gates (format, dedup, leakage, PII) as Great Expectations suites; exit 1 when one "
+                 "fails, with a summary table, report.html (every failing record, offline) and report.json in "
+                 "OUT_DIR.failed, keeping the last passing OUT_DIR.",
+                 {"prepared_dir": "ingest's output folder.", "out_dir": "Output: gated data, report.json, report.html, Data Docs."}),
+    "augment": ("Augment the train split (back-translation, EDA; optional Self-Instruct) behind quality filters, "
+                "then re-run the dedup and leakage checks so no augmented record resembles a test record.",
+                {"data_dir": "validate's output folder.", "out_dir": "Output: train split + accepted augmented records."}),
+    "train": ("Fine-tune the base model: stage (sft, pt, cls, dpo, kto, orpo, rm, grpo, rloo) and method (full, "
+              "freeze, lora, qlora, dora, prefix, prompt, ia3) from params.yaml; resumable, tracked in W&B "
+              "(offline by default).",
+              {"data_dir": "augment's output folder (validate's when augment is off).",
+               "out_dir": "Output: model or adapter, tokenizer, template, manifest."}),
+    "evaluate": ("Score the candidate against the base and production models (perplexity, BLEU/ROUGE, BERTScore, "
+                 "judge, forgetting, safety) and apply the evaluation gate; exit 1 when it fails, with every reason.",
+                 {"data_dir": "validate's output folder (test + held-out splits).",
+                  "model_dir": "train's output folder: the candidate.",
+                  "out_dir": "Output: metrics.json, gate.json, report.html, plots."}),
+    "merge": ("Merge a LoRA/DoRA/QLoRA adapter into its base (in full precision) after a passing gate; the merged "
+              "logits must match the adapter's.",
+              {"model_dir": "train's output folder.", "evaluate_dir": "evaluate's output folder (its gate.json must pass).",
+               "out_dir": "Output: the merged model with its model card."}),
+    "register": ("Register the merged model as a new version (GTO git tag, files in DVC), stage `staging`.",
+                 {"merged_dir": "merge's output folder.", "evaluate_dir": "evaluate's output folder.",
+                  "out_dir": "Output: the registration record."}),
+    "promote": ("Move the registered version to `production` if the gate passed and it beats production; exit 1 "
+                "if refused.",
+                {"evaluate_dir": "evaluate's output folder.", "register_dir": "register's output folder.",
+                 "out_dir": "Output: the promotion decision."}),
+}  # fmt: skip
 
 
-@app.command()
-def augment(
-    data_dir: Path = typer.Argument(Path("data/validated"), help="validate's output folder."),
-    out_dir: Path = typer.Argument(Path("data/augmented"), help="Output: train split + accepted augmented records."),
-    params: str = PARAMS,
-) -> None:
-    """Augment the train split (back-translation, EDA; optional Self-Instruct) behind quality filters, then
-    re-run the dedup and leakage checks so no augmented record resembles a test record."""
-    from steps import augment as step
+def _step_command(name: str) -> None:
+    """Add ``tunegate <name> [PATHS...] [--params]`` for pipeline step ``name``."""
+    step = describe(name)
+    doc, arg_help = STEP_HELP[name]
 
-    raise typer.Exit(step.main([str(data_dir), str(out_dir), "--params", params]))
+    def command(**kwargs: Any) -> None:
+        argv = [str(kwargs[k]) for k in step.paths] + ["--params", kwargs["params"]]
+        raise typer.Exit(step.main(argv))
 
-
-@app.command()
-def merge(
-    model_dir: Path = typer.Argument(Path("models/train"), help="train's output folder."),
-    eval_dir: Path = typer.Argument(Path("models/evaluate"), help="evaluate's output folder (its gate.json must pass)."),
-    out_dir: Path = typer.Argument(Path("models/merged"), help="Output: the merged model with its model card."),
-    params: str = PARAMS,
-) -> None:
-    """Merge a LoRA/DoRA/QLoRA adapter into its base (in full precision) after a passing gate; the merged
-    logits must match the adapter's."""
-    from steps import merge as step
-
-    raise typer.Exit(step.main([str(model_dir), str(eval_dir), str(out_dir), "--params", params]))
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(k, kind, annotation=Path, default=typer.Argument(Path(v), help=arg_help[k]))
+              for k, v in step.paths.items()]  # fmt: skip
+    command.__signature__ = inspect.Signature([*params, inspect.Parameter("params", kind, annotation=str, default=PARAMS)])
+    command.__doc__ = doc
+    command.__name__ = name
+    app.command(name)(command)
 
 
-@app.command()
-def register(
-    merged_dir: Path = typer.Argument(Path("models/merged"), help="merge's output folder."),
-    eval_dir: Path = typer.Argument(Path("models/evaluate"), help="evaluate's output folder."),
-    out_dir: Path = typer.Argument(Path("models/register"), help="Output: the registration record."),
-    params: str = PARAMS,
-) -> None:
-    """Register the merged model as a new version (GTO git tag, files in DVC), stage `staging`."""
-    from steps import register as step
-
-    raise typer.Exit(step.main([str(merged_dir), str(eval_dir), str(out_dir), "--params", params]))
-
-
-@app.command()
-def promote(
-    eval_dir: Path = typer.Argument(Path("models/evaluate"), help="evaluate's output folder."),
-    register_dir: Path = typer.Argument(Path("models/register"), help="register's output folder."),
-    out_dir: Path = typer.Argument(Path("models/promote"), help="Output: the promotion decision."),
-    params: str = PARAMS,
-) -> None:
-    """Move the registered version to `production` if the gate passed and it beats production; exit 1 if refused."""
-    from steps import promote as step
-
-    raise typer.Exit(step.main([str(eval_dir), str(register_dir), str(out_dir), "--params", params]))
+for _name in PIPELINE:
+    _step_command(_name)
 
 
 @app.command("serve")
@@ -157,8 +114,9 @@ def serve_cmd(
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health); bearer-token
     auth when $TUNEGATE_API_KEY is set; vLLM on a CUDA GPU when installed, transformers otherwise."""
     from steps import serve as step
-    from steps._registry import RegistryError, production_model_dir
-    from steps._serving import ServeError
+    from steps.registry.settings import RegistryError
+    from steps.registry.versions import production_model_dir
+    from steps.serving.folder import ServeError
 
     def resolver(stage: str) -> Path | None:
         if stage != "production":
@@ -177,8 +135,8 @@ def serve_cmd(
 @app.command("base-model")
 def base_model(spec: str = typer.Argument(None, help="Model id or path; default: base.base_model from params.")) -> None:
     """Resolve the base model (converting the embedded SmolLM2 GGUF once into a local cache) and print its folder."""
-    from steps._config import read_params
-    from steps._model import ModelError, ensure_local_model
+    from steps.core.config import read_params
+    from steps.models.loading import ModelError, ensure_local_model
 
     spec = spec or read_params().get("base", {}).get("base_model")
     try:
@@ -198,6 +156,7 @@ def run(
         "deploy/workpools/job_variables.yaml); needs a Prefect server, the step-<pool> deployment and its worker."),
 ) -> None:
     """Run the whole retrain flow under Prefect (its ephemeral local server unless PREFECT_API_URL is set)."""
+    _preflight(params, Path(data_dir), Path(models_dir))
     from flows.retrain import retrain
 
     state = retrain(params=params, data_dir=data_dir, models_dir=models_dir, steps_in=steps_in, return_state=True)
@@ -206,14 +165,38 @@ def run(
     raise typer.Exit(0 if state.is_completed() else 1)
 
 
+def _preflight(params: str, data_dir: Path, models_dir: Path) -> None:
+    """Every step's config and output folder checked before the flow starts: a bad one is one line and exit 2."""
+    from steps.core.config import ConfigError, params_of
+    from steps.core.io import FolderError, check_output
+
+    roots = {"data": data_dir, "models": models_dir}
+    try:
+        values = params_of(params)
+    except ConfigError as exc:
+        typer.echo(f"run: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for name in PIPELINE:
+        step = describe(name)
+        out = roots[Path(step.output).parts[0]].joinpath(*Path(step.output).parts[1:])
+        try:
+            step.load_config(values)
+            check_output(out, name)
+        except (ConfigError, FolderError, *step.errors) as exc:
+            typer.echo(f"run: {name}: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
 def _where_to_look(data_dir: Path, models_dir: Path) -> None:
     """The closing lines of a run: every place its results can be seen."""
     import glob
 
-    from steps._registry import production_version
+    from steps.registry.versions import production_version
 
     runs = sorted(glob.glob("wandb/offline-run-*"))
-    report, docs = models_dir / "evaluate" / "report.html", data_dir / "validated" / "data_docs" / "index.html"
+    report, docs = models_dir / "evaluate" / "report.html", data_dir / "validated" / "report.html"
+    if (data_dir / "validated.failed" / "report.html").is_file():  # the data gates failed: their report is there
+        docs = data_dir / "validated.failed" / "report.html"
     lines = [
         ("evaluation report", f"{report.resolve()}" if report.is_file() else "(not written: the flow stopped earlier)"),
         ("data gates", f"{docs.resolve()}" if docs.is_file() else "(not written)"),

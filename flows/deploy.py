@@ -21,7 +21,6 @@ The same settings go to the ``prefect deploy`` subprocess, so both halves reach 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -29,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import flows  # noqa: F401  (telemetry defaults before prefect is imported)
 import typer
-
-from flows._tasks import GPU_TAG
 import yaml
+
+from flows.tasks import GPU_TAG
+from steps.core.io import read_json
 
 PREFECT_FILE = Path("deploy/prefect.yaml")
 POOLS = {"process": "tunegate-process", "docker": "tunegate-docker", "kubernetes": "tunegate-kubernetes"}
@@ -131,7 +130,7 @@ def base_job_template(kind: str, prefect_file: Path = PREFECT_FILE) -> dict[str,
     """The pool's base job template: tunegate's for docker and kubernetes (deploy/workpools/, beside
     ``prefect_file``), Prefect's own for process."""
     if kind in TEMPLATES:
-        return json.loads((prefect_file.parent.parent / TEMPLATES[kind]).read_text(encoding="utf-8"))
+        return read_json(prefect_file.parent.parent / TEMPLATES[kind], "restore it from the repository")
     from prefect.workers.process import ProcessWorker
 
     return ProcessWorker.get_default_base_job_template()

@@ -1,7 +1,7 @@
 """``tunegate registry list|show|promote|rollback|fetch|history`` and ``tunegate lineage``.
 
 The registry is GTO tags in the git repository (``gto show`` reads the same state) and the
-model files sit in DVC storage; these commands wrap steps._registry. ``promote`` goes through
+model files sit in DVC storage; these commands wrap steps.registry.versions. ``promote`` goes through
 the same gate and thresholds as the promote step: there is no way around it.
 """
 
@@ -14,7 +14,9 @@ from typing import Any
 
 import typer
 
-from steps._registry import PRODUCTION, Registry, RegistryError, load_settings
+from steps.registry.config import PromoteConfig
+from steps.registry.settings import PRODUCTION, RegistryError, load_settings
+from steps.registry.versions import Registry
 
 registry_app = typer.Typer(help="Model versions and stages (GTO tags) with their files in DVC.", no_args_is_help=True,
                            add_completion=False)  # fmt: skip
@@ -105,7 +107,7 @@ def promote(version: str = typer.Argument(..., help="The version to promote (v0.
     from steps import promote as step
 
     try:
-        cfg = step.load_config(params) if Path(params).is_file() else step.PromoteConfig()
+        cfg = step.STEP.load_config(params) if Path(params).is_file() else PromoteConfig()
         cfg = dataclasses.replace(cfg, who=who or cfg.who, message=message or cfg.message,
                                   registry=dataclasses.replace(cfg.registry, repo=repo) if repo else cfg.registry)  # fmt: skip
         outcome, wandb = step.promote_version(cfg, version, evaluate_dir)
@@ -123,7 +125,7 @@ def promote(version: str = typer.Argument(..., help="The version to promote (v0.
 def rollback(message: str = typer.Option(..., "--message", "-m", help="Why production goes back (recorded in the tag)."),
              who: str = WHO, params: str = PARAMS, repo: str = REPO) -> None:  # fmt: skip
     """Put the previous production version back in production (recorded with who and why)."""
-    from steps._registry import link_wandb
+    from steps.registry.wandb_link import link_wandb
 
     registry = _registry(params, repo)
     try:
@@ -173,8 +175,8 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
                   "       trained on sha256: " + ", ".join(f"{k}={v[:12]}" for k, v in (train.get("data_sha256") or {}).items() if v)]  # fmt: skip
     else:
         lines.append("  <- train manifest: not recorded")
-    lines.append(f"  <- validated data {data.get('validated_dir', '?')}: DVC md5 {data.get('validated_dvc_md5')}"
-                 f"{'' if data.get('validated_matches_train') else ' (differs from what was trained on, or unknown)'}")  # fmt: skip
+    lines.append(f"  <- training data {data.get('data_dir', '?')}: DVC md5 {data.get('data_dvc_md5')}"
+                 f"{'' if data.get('data_matches_train') else ' (differs from what was trained on, or unknown)'}")  # fmt: skip
     for name, md5 in (data.get("raw_dvc_md5") or {}).items():
         lines.append(f"  <- raw data {name}: DVC md5 {md5}")
     return lines
@@ -183,7 +185,7 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
 def lineage_command(ref: str = typer.Argument(PRODUCTION, help="A version (v0.2.0) or a stage (production, staging)."),
                     params: str = PARAMS, repo: str = REPO, as_json: bool = JSON) -> None:  # fmt: skip
     """Print the chain behind a model: version, tag and commit, DVC md5 of its files, train params and git
-    revision, DVC md5 of the validated and raw data."""
+    revision, DVC md5 of the training and raw data."""
     try:
         chain = _registry(params, repo).lineage(ref)
     except RegistryError as exc:

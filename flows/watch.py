@@ -18,7 +18,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import flows  # noqa: F401  (telemetry defaults before prefect is imported)
 import yaml
 from prefect import flow, get_run_logger
 from prefect.events import emit_event

@@ -3,8 +3,8 @@
 Reads DATA_DIR/{train,validation,test}.jsonl (and heldout.jsonl) as validate wrote them and
 augments the train split only: by default the user side (user turns, the text of cls/text
 records) of English and Chinese records, never labels, chosen/rejected or assistant answers,
-and never code, numbers or marked entities (steps/_augment_text). Candidates then pass the
-guard rails of steps/_augment_filters (format, duplicate, similarity to the origin, near-copy,
+and never code, numbers or marked entities (steps/augmentation/text.py). Candidates then pass the
+guard rails of steps/augmentation/filters.py (format, duplicate, similarity to the origin, near-copy,
 leak into validation/test/held-out, cap on the augmented fraction). Writes OUT_DIR atomically:
 train.jsonl (originals, then accepted records tagged meta.origin/augment), the other splits
 unchanged, rejected.jsonl (each dropped candidate with reason and detail), report.json and
@@ -15,79 +15,24 @@ manifest.json. ``enabled: false`` copies the splits through unchanged.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from steps import _augment_filters as gates
-from steps._augment_config import BacktranslateConfig, EdaConfig, SelfInstructConfig
-from steps._augment_methods import backtranslate_candidates, eda_candidates, lexicons_for, masked_units
-from steps._augment_text import FIELDS, span_pattern
-from steps._cli import step_main
-from steps._config import ConfigError
-from steps._gates import SPLITS, InputError
-from steps._io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, publish_dir, read_jsonl, staging_dir
-from steps._manifest import write_manifest
-from steps._translate import ENGINES, TranslateError
-
-METHODS = ("backtranslate", "eda")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The ``augment:`` section of params.yaml (seed and the leakage rule come from ``base:``)."""
-
-    enabled: bool = True
-    seed: int = 42
-    methods: tuple[str, ...] = METHODS
-    fields: tuple[str, ...] = ("user", "text")
-    languages: tuple[str, ...] = ("en", "zh")
-    max_fraction: float = 0.5
-    min_similarity: float | None = 0.7
-    encoder: str = "packaged"
-    near_dup_threshold: float = 0.8
-    leak_threshold: float = 0.8
-    ngram: int = 8
-    max_ngram_overlap: float = 0.5
-    protect_terms: tuple[str, ...] = ()
-    protect_patterns: tuple[str, ...] = ()
-    protect_numbers: bool = True
-    eda: EdaConfig = field(default_factory=EdaConfig)
-    backtranslate: BacktranslateConfig = field(default_factory=BacktranslateConfig)
-    self_instruct: SelfInstructConfig = field(default_factory=SelfInstructConfig)
-
-    def __post_init__(self) -> None:
-        def bad(key: str, why: str) -> None:
-            raise ConfigError(f"augment.{key}: {why}")
-
-        for key, allowed in (("methods", METHODS), ("fields", FIELDS)):
-            if unknown := [v for v in getattr(self, key) if v not in allowed]:
-                bad(key, f"unknown {unknown}; choose from {', '.join(allowed)}")
-        for key in ("max_fraction", "max_ngram_overlap", "eda.synonym", "eda.insert", "eda.swap", "eda.delete"):
-            obj, name = (self.eda, key[4:]) if key.startswith("eda.") else (self, key)
-            if not 0.0 <= getattr(obj, name) <= 1.0:
-                bad(key, f"is a fraction: set it between 0 and 1; got {getattr(obj, name)}")
-        for key in ("near_dup_threshold", "leak_threshold"):
-            if not 0.0 < getattr(self, key) <= 1.0:
-                bad(key, f"is a Jaccard similarity: set it in (0, 1], e.g. 0.8; got {getattr(self, key)}")
-        if self.min_similarity is not None and not -1.0 <= self.min_similarity <= 1.0:
-            bad("min_similarity", f"is a cosine similarity in [-1, 1] (or null to switch off); got {self.min_similarity}")
-        if self.eda.num_aug < 1 or ("eda" in self.methods and not self.eda.rates().enabled()):
-            bad("eda", "needs num_aug >= 1 and at least one rate above 0, or drop eda from augment.methods")
-        if self.backtranslate.engine not in ENGINES:
-            bad("backtranslate.engine", f"{self.backtranslate.engine!r} is not one of {', '.join(ENGINES)}")
-        si = self.self_instruct
-        if si.enabled and not (si.base_url and si.model):
-            bad("self_instruct", "enabled needs base_url (an OpenAI-compatible /v1 endpoint) and model")
-        for pattern in self.protect_patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                bad("protect_patterns", f"{pattern!r} is not a valid regular expression ({exc})")
+from steps.augmentation import filters as gates
+from steps.augmentation.config import AugmentConfig
+from steps.augmentation.methods import backtranslate_candidates, eda_candidates, lexicons_for, masked_units
+from steps.augmentation.text import span_pattern
+from steps.augmentation.translate import TranslateError
+from steps.core.config import ConfigError
+from steps.core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, publish_dir, staging_dir
+from steps.core.manifest import write_manifest
+from steps.core.schema import is_replay
+from steps.core.step import Step
+from steps.data.splits import load_splits
 
 
 @dataclass(frozen=True)
@@ -100,7 +45,7 @@ class AugmentResult:
 def run(cfg: AugmentConfig, data_dir: Path, out_dir: Path) -> AugmentResult:
     """Augment DATA_DIR's train split; write every split, rejected.jsonl, report and manifest to OUT_DIR."""
     started, data_dir, out_dir = time.time(), Path(data_dir), Path(out_dir)
-    splits = load_splits(data_dir)
+    splits = load_splits(data_dir, f"python -m steps.validate data/prepared {data_dir}")
     train = splits["train"]
     evals = [r for name, recs in splits.items() if name != "train" for r in recs]
     cands, skipped, seconds = generate(cfg, train) if cfg.enabled else ([], Counter(), {})
@@ -127,23 +72,13 @@ def run(cfg: AugmentConfig, data_dir: Path, out_dir: Path) -> AugmentResult:
     return AugmentResult(out_dir, report, out_dir / "report.json")
 
 
-def load_splits(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """train, validation, test (required) and heldout (when present) as validate wrote them."""
-    splits = {}
-    for name in (*SPLITS, "heldout"):
-        path = data_dir / f"{name}.jsonl"
-        if path.is_file():
-            splits[name] = read_jsonl(path, fix="rerun `python -m steps.validate` to rewrite it")
-        elif name != "heldout":
-            raise InputError(f"{path}: missing; run `python -m steps.validate data/prepared {data_dir}` first")
-    return splits
-
-
 def generate(cfg: AugmentConfig, train: list[dict[str, Any]]) -> tuple[list[Any], Counter[str], dict[str, float]]:
     """Every method's candidates in order (methods, then Self-Instruct), skip counts and seconds per method."""
     pattern = span_pattern(cfg.protect_terms, cfg.protect_patterns, cfg.protect_numbers)
-    units_of = [masked_units(r, cfg.fields, pattern, cfg.languages) for r in train]
-    skipped = Counter({"no rewritable unit in augment.languages": sum(not us for us in units_of)})
+    replay = [is_replay(r) for r in train]  # general data mixed in against forgetting: kept as it is
+    units_of = [[] if rp else masked_units(r, cfg.fields, pattern, cfg.languages) for r, rp in zip(train, replay)]
+    skipped = Counter({"no rewritable unit in augment.languages": sum(not us and not rp for us, rp in zip(units_of, replay)),
+                       "replay data (ingest.datasets replay: true), kept as it is": sum(replay)})
     translator = cfg.backtranslate.translator() if "backtranslate" in cfg.methods else None
     if translator is not None and translator.name == "apertium" and not translator.pairs:
         raise ConfigError(f"augment.backtranslate.engine: apertium: no `{cfg.backtranslate.apertium}` with language "
@@ -161,7 +96,7 @@ def generate(cfg: AugmentConfig, train: list[dict[str, Any]]) -> tuple[list[Any]
             cands, skipped = cands + made, skipped + why
         seconds[method] = time.perf_counter() - tick
     if cfg.self_instruct.enabled:
-        from steps._augment_selfinstruct import generate as self_instruct
+        from steps.augmentation.selfinstruct import generate as self_instruct
 
         tick = time.perf_counter()
         cands += self_instruct(cfg.self_instruct, train, cfg.seed)
@@ -178,7 +113,8 @@ def rules(cfg: AugmentConfig, train: list[dict[str, Any]], evals: list[dict[str,
             ("duplicate", partial(gates.near_dup_rule, train=train, fields=cfg.fields, threshold=cfg.near_dup_threshold)),
             ("leak", partial(gates.leak_rule, evals=evals, leak_threshold=cfg.leak_threshold, ngram=cfg.ngram,
                              max_overlap=cfg.max_ngram_overlap)),
-            ("cap", partial(gates.cap_rule, limit=cap_limit(cfg.max_fraction, len(train)), seed=cfg.seed))]
+            ("cap", partial(gates.cap_rule, limit=cap_limit(cfg.max_fraction, sum(not is_replay(r) for r in train)),
+                            seed=cfg.seed))]
 
 
 def cap_limit(max_fraction: float, originals: int) -> int:
@@ -212,10 +148,13 @@ def _report(result: AugmentResult) -> int:
     return 0
 
 
+STEP = Step(name="augment", config=AugmentConfig, result=AugmentResult, run=run, report=_report, doc=__doc__,
+            paths={"data_dir": "data/validated", "out_dir": "data/augmented"},
+            errors=(ConfigError, TranslateError))
+
+
 def main(argv: list[str] | None = None) -> int:
-    paths = {"data_dir": Path("data/validated"), "out_dir": Path("data/augmented")}
-    return step_main(argv, step="augment", doc=__doc__, config=AugmentConfig, paths=paths, run=run,
-                     report=_report, errors=(ConfigError, TranslateError))
+    return STEP.main(argv)
 
 
 if __name__ == "__main__":

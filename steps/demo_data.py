@@ -11,16 +11,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steps._heldout import write_general_heldout
-from steps._io import atomic_write_bytes
+from steps.core.io import atomic_write_bytes
+from steps.data.heldout import write_general_heldout
 
 DEMO_SOURCE = Path(__file__).resolve().parent.parent / "demo" / "data"
-DEMO_FILES = ("identity.json", "support.jsonl", "faq.csv", "support_prefs.jsonl")
+DEMO_FILES = ("identity.json", "support.jsonl", "faq.csv", "support_prefs.jsonl", "general_replay.jsonl")
 HELDOUT_FILE = "general_heldout.jsonl"
 
 
 def run(raw_dir: Path, source: Path = DEMO_SOURCE) -> list[Path]:
-    """Copy the demo files and write the held-out set into ``raw_dir``; return the paths written."""
+    """Copy the demo files and write the held-out set into ``raw_dir``, the probes beside it; return the paths written."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in DEMO_FILES:
@@ -30,6 +30,9 @@ def run(raw_dir: Path, source: Path = DEMO_SOURCE) -> list[Path]:
         written.append(atomic_write_bytes(raw_dir / name, src.read_bytes()))
     write_general_heldout(raw_dir / HELDOUT_FILE)
     written.append(raw_dir / HELDOUT_FILE)
+    probes = raw_dir.parent / "probes" / "probes.yaml"
+    probes.parent.mkdir(parents=True, exist_ok=True)
+    written.append(atomic_write_bytes(probes, (source.parent / "probes.yaml").read_bytes()))
     return written
 
 

@@ -4,7 +4,7 @@ Reads DATA_DIR/{test,heldout}.jsonl and the trained MODEL_DIR; scores the candid
 model and (when the registry has one) the production model on the same items: perplexity on the
 test split's assistant tokens and on held-out text, generated answers under each model's own chat
 template (BLEU, ROUGE, BERTScore, exact match, embedding similarity), an LLM judge, safety rules,
-and forgetting on the held-out set. ``steps._eval_gate.decide`` turns the table into pass or fail.
+and forgetting on the held-out set. ``steps.evaluation.gate.decide`` turns the table into pass or fail.
 Writes OUT_DIR atomically: metrics.json (DVC metrics), gate.json, plots/*.json (DVC plots),
 examples.jsonl, report.html and manifest.json.
 
@@ -15,53 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from steps import _evaluation as E
-from steps._cli import step_main
-from steps._config import ConfigError
-from steps._eval_gate import GateThresholds, decide
-from steps._io import atomic_write_json, atomic_write_jsonl, atomic_write_text, publish_dir, staging_dir
-from steps._judge import JudgeConfig
-from steps._manifest import write_manifest
-from steps._model import DEFAULT_BASE_MODEL, ModelError
-
-
-@dataclasses.dataclass(frozen=True)
-class SafetySettings:
-    defaults: bool = True  # the built-in rules (secrets, PII, a short blocklist) besides your own
-    blocklist: list[str] = dataclasses.field(default_factory=list)  # words/phrases, case-insensitive, whole words
-    patterns: dict[str, str] = dataclasses.field(default_factory=dict)  # rule name -> regular expression
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluateConfig:
-    """The ``evaluate:`` section of params.yaml (``base_model`` and ``seed`` come from ``base:``)."""
-
-    base_model: str = DEFAULT_BASE_MODEL
-    seed: int = 42
-    production: str = "auto"  # auto: the registry's production model if any; none; or a model folder
-    max_examples: int = 32  # test items: generation dominates the step's time
-    max_heldout: int = 16  # held-out questions (first turn), referenced ones first
-    max_new_tokens: int = 96
-    batch_size: int = 32  # prompts generated together: 4.9x one-at-a-time on 2 CPU cores
-    max_length: int = 1024  # tokens per conversation for perplexity
-    encoder: str = "packaged"  # BERTScore/embedding encoder: the packaged all-MiniLM-L6-v2, or a folder/HF id
-    metric_source: str = "local"  # local: metric modules by path (offline); hub: evaluate's Hub metrics
-    worst_examples: int = 8
-    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
-    safety: SafetySettings = dataclasses.field(default_factory=SafetySettings)
-    gate: GateThresholds = dataclasses.field(default_factory=GateThresholds)
-
-    def __post_init__(self) -> None:
-        if self.metric_source not in ("local", "hub"):
-            raise ConfigError(f"evaluate.metric_source: must be local or hub; got {self.metric_source!r}")
-        for key in ("max_examples", "max_heldout", "max_new_tokens", "batch_size", "max_length"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"evaluate.{key}: must be 1 or more; got {getattr(self, key)}")
+from steps.core.config import ConfigError
+from steps.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, publish_dir, read_json, staging_dir
+from steps.core.manifest import write_manifest
+from steps.core.step import Step
+from steps.evaluation import measure as E
+from steps.evaluation.config import EvaluateConfig
+from steps.evaluation.gate import decide
+from steps.evaluation.probes import ProbeError, probe_rows, regressions
+from steps.evaluation.summary import summary
+from steps.models.loading import ModelError
+from steps.models.template import TemplateError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +55,7 @@ def resolve_production(cfg: EvaluateConfig, candidate_dir: Path | None = None) -
             raise ConfigError(f"evaluate.production: {path} is not a model folder; use auto, none or a folder")
         return path
     try:
-        from steps._registry import production_model_dir
+        from steps.registry.versions import production_model_dir
     except ImportError:
         return None
     found = production_model_dir()
@@ -97,33 +65,36 @@ def resolve_production(cfg: EvaluateConfig, candidate_dir: Path | None = None) -
 
 
 def _same_candidate(production_dir: Path, candidate_dir: Path) -> bool:
-    from steps._io import file_digest
+    from steps.core.io import file_digest
 
     merged, trained = production_dir / "manifest.json", candidate_dir / "manifest.json"
     if not (merged.is_file() and trained.is_file()):
         return False
-    recorded = json.loads(merged.read_text(encoding="utf-8")).get("input_digests", {}).get("train_manifest")
+    recorded = read_json(merged).get("input_digests", {}).get("train_manifest")
     return recorded == file_digest(trained)
 
 
 def run(cfg: EvaluateConfig, data_dir: Path, model_dir: Path, out_dir: Path, production_dir: Path | None = None) -> EvaluateResult:
     """Score candidate, base and production on DATA_DIR, gate the candidate, publish OUT_DIR."""
-    from steps import _scoring as S
+    from steps.evaluation import scoring as S
 
     started = time.time()
     data_dir, model_dir, out_dir = Path(data_dir), Path(model_dir), Path(out_dir)
     if not (model_dir / "manifest.json").is_file():
         raise ModelError(f"{model_dir}: no manifest.json; run `tunegate train` first (it writes {model_dir})")
-    train_manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+    train_manifest = read_json(model_dir / "manifest.json", "rerun `tunegate train`")
     evalset = E.build_eval_set(data_dir, cfg.max_examples, cfg.max_heldout)
     if not evalset.test:
         raise ModelError(f"{data_dir}/test.jsonl has no conversation with an assistant turn to evaluate on")
     scored = S.score_all(cfg, evalset, model_dir, production_dir)
-    decision = decide(scored.table, cfg.gate)
+    regressed = regressions(scored.probes["candidate"], scored.probes["production"]) if "production" in scored.probes else None
+    decision = decide(scored.table, cfg.gate, scored.items, regressed, seed=cfg.seed)
 
     tmp = staging_dir(out_dir)
     curves = train_manifest.get("metrics", {}).get("curve", {})
-    metrics = {**scored.table, "gate": decision.as_dict(), "production_version": scored.production_version}
+    metrics = {**scored.table, "gate": decision.as_dict(), "production_version": scored.production_version,
+               "probes": probe_rows(scored.probes), "summary": summary(scored.table, decision, scored.probes),
+               "signatures": scored.signatures}  # fmt: skip
     examples = E.worst_examples(evalset, scored.outputs, scored.per_example["candidate"],
                                 scored.per_example["base"], "rougeL", cfg.worst_examples)  # fmt: skip
     atomic_write_json(tmp / "metrics.json", metrics)
@@ -144,8 +115,9 @@ def run(cfg: EvaluateConfig, data_dir: Path, model_dir: Path, out_dir: Path, pro
 
 def _write_report(tmp: Path, metrics: dict, curves: dict, examples: list, cfg: EvaluateConfig, model_dir: Path,
                   scored: Any, train_manifest: dict) -> None:  # fmt: skip
-    from steps._manifest import git_revision
-    from steps._report import plots_data, render_report
+    from steps.core.manifest import git_revision
+    from steps.evaluation.report.data import plots_data
+    from steps.evaluation.report.page import render_report
 
     for name, rows in plots_data(metrics, curves).items():
         atomic_write_json(tmp / "plots" / name, rows)
@@ -180,12 +152,14 @@ def _run(cfg: EvaluateConfig, data_dir: Path, model_dir: Path, out_dir: Path) ->
     return run(cfg, data_dir, model_dir, out_dir, resolve_production(cfg, model_dir))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from steps._template import TemplateError
+STEP = Step(name="evaluate", config=EvaluateConfig, result=EvaluateResult, run=run, report=_report, doc=__doc__,
+            paths={"data_dir": "data/validated", "model_dir": "models/train", "out_dir": "models/evaluate"},
+            errors=(ConfigError, ModelError, TemplateError, ProbeError),
+            cli_run=_run)
 
-    paths = {"data_dir": Path("data/validated"), "model_dir": Path("models/train"), "out_dir": Path("models/evaluate")}
-    return step_main(argv, step="evaluate", doc=__doc__, config=EvaluateConfig, paths=paths, run=_run,
-                     report=_report, errors=(ConfigError, ModelError, TemplateError))  # fmt: skip
+
+def main(argv: list[str] | None = None) -> int:
+    return STEP.main(argv)
 
 
 if __name__ == "__main__":

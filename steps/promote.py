@@ -4,44 +4,25 @@
 Reads the candidate version from REGISTER_DIR/registration.json and the gate from
 EVALUATE_DIR/gate.json, then, under the registry lock, checks that evaluate compared the
 candidate with the production version still current, compares their metrics
-(steps._promotion.decide_promotion) and assigns ``production`` (recording who and why) or
+(steps.registry.promotion.decide_promotion) and assigns ``production`` (recording who and why) or
 refuses. A refusal is a failed gate: exit 1, and production stays as it was. Writes OUT_DIR/promotion.json and manifest.json.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps._config import ConfigError
-from steps._io import atomic_write_json, publish_dir, staging_dir
-from steps._manifest import write_manifest
-from steps._promotion import Thresholds
-from steps._registry import (Outcome, Registry, RegistryError, RegistrySettings, link_wandb, load_step_config, read_json,
-                             registry_step_main)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class PromoteConfig:
-    """The ``promote:`` section; ``registry`` comes from the ``registry:`` section."""
-
-    compare: tuple[str, ...] = ("test_perplexity", "f1", "reward_pairwise_accuracy")  # those neither model has are skipped
-    min_improvement: float = 0.0  # relative change needed on each: 0 = never replace a better production model
-    who: str | None = None  # None: git's user.name, else $USER
-    message: str | None = None  # why; None: the gate's own verdict
-    registry: RegistrySettings = field(default_factory=RegistrySettings)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.compare, list):
-            object.__setattr__(self, "compare", tuple(self.compare))
-        if not -1.0 < self.min_improvement < 1.0:
-            raise ConfigError(f"promote.min_improvement: a relative change such as 0.0 or 0.01 (1%); got {self.min_improvement}")
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return Thresholds(compare=self.compare, min_improvement=self.min_improvement)
+from steps.core.config import ConfigError
+from steps.core.io import atomic_write_json, publish_dir, read_json, staging_dir
+from steps.core.manifest import write_manifest
+from steps.core.step import Step
+from steps.registry.config import PromoteConfig
+from steps.registry.settings import RegistryError, load_step_config
+from steps.registry.versions import Outcome, Registry
+from steps.registry.wandb_link import link_wandb
 
 
 @dataclass(frozen=True)
@@ -56,14 +37,14 @@ class PromoteResult:
     out_dir: Path
 
 
-def load_config(params: Path | str | dict[str, Any] = "params.yaml") -> PromoteConfig:
+def configure(params: dict[str, Any]) -> PromoteConfig:
     """``promote:`` plus ``registry:`` (what the flow and main() both use)."""
     return load_step_config(PromoteConfig, "promote", params)
 
 
 def promote_version(cfg: PromoteConfig, version: str, evaluate_dir: Path | str) -> tuple[Outcome, str]:
     """Promote ``version`` through the gate in EVALUATE_DIR; link it in W&B when it moved. (outcome, wandb note)."""
-    gate = read_json(Path(evaluate_dir) / "gate.json")
+    gate = read_json(Path(evaluate_dir) / "gate.json", error=RegistryError, missing_ok=True)
     why = cfg.message or ("gate: " + "; ".join((gate or {}).get("reasons") or ["passed"]) if gate else "no gate")
     registry = Registry(cfg.registry)
     outcome = registry.promote(version, gate, cfg.thresholds, who=cfg.who, why=why)
@@ -75,7 +56,7 @@ def run(cfg: PromoteConfig, evaluate_dir: Path | str, register_dir: Path | str, 
     """Promote the version REGISTER_DIR registered, if the gate in EVALUATE_DIR allows; write OUT_DIR atomically."""
     started, out_dir = time.time(), Path(out_dir)
     reg_path = Path(register_dir) / "registration.json"
-    registration = read_json(reg_path)
+    registration = read_json(reg_path, error=RegistryError, missing_ok=True)
     if registration is None:
         raise RegistryError(f"{reg_path}: not found; run the register step first")
     if not registration.get("registered"):
@@ -106,10 +87,14 @@ def _report(result: PromoteResult) -> int:
     return 0
 
 
+STEP = Step(name="promote", config=PromoteConfig, result=PromoteResult, run=run, report=_report, doc=__doc__,
+            paths={"evaluate_dir": "models/evaluate", "register_dir": "models/register", "out_dir": "models/promote"},
+            errors=(ConfigError, RegistryError),
+            configure=configure)
+
+
 def main(argv: list[str] | None = None) -> int:
-    paths = {"evaluate_dir": Path("models/evaluate"), "register_dir": Path("models/register"), "out_dir": Path("models/promote")}
-    return registry_step_main(argv, step="promote", doc=__doc__, config=PromoteConfig, paths=paths, run=run,
-                              report=_report, errors=(ConfigError, RegistryError))  # fmt: skip
+    return STEP.main(argv)
 
 
 if __name__ == "__main__":

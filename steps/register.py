@@ -5,7 +5,7 @@ Reads EVALUATE_DIR/metrics.json and gate.json; a candidate whose gate did not pa
 registered (exit 1). Otherwise pushes MERGED_DIR to the DVC remote (``registry.remote``), tags
 the next semantic version (``tunegate-model@v0.1.0``, then the ``register.bump`` part) with
 its metrics, gate, lineage (train manifest: params, git revision, data digests; DVC md5 of
-the validated data and of each raw file) and the model's DVC md5, assigns ``staging`` and,
+the training data ``register.data_dir`` and of each raw file) and the model's DVC md5, assigns ``staging`` and,
 when W&B is online, links it in the W&B Registry under the same alias. Writes
 OUT_DIR/registration.json (what the promote step reads) and manifest.json.
 """
@@ -13,37 +13,19 @@ OUT_DIR/registration.json (what the promote step reads) and manifest.json.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from steps._config import ConfigError
-from steps._io import atomic_write_json, publish_dir, staging_dir
-from steps._manifest import digests, git_revision, write_manifest
-from steps._registry import (BUMPS, PRODUCTION, Registry, RegistryError, RegistrySettings, dvc_md5,
-                             link_wandb, load_step_config, read_json, registry_step_main)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class RegisterConfig:
-    """The ``register:`` section; ``registry`` comes from the ``registry:`` section."""
-
-    bump: str = "minor"  # major | minor | patch: the part raised for each new version
-    stage: str = "staging"  # a new version waits here; production is reached only through promote
-    train_dir: str = "models/train"  # its manifest.json holds the params, git revision and data digests
-    data_dir: str = "data/validated"
-    raw_dir: str = "data/raw"  # the DVC-tracked raw files (*.dvc)
-    who: str | None = None  # None: git's user.name, else $USER
-    message: str = "registered by the retrain pipeline"
-    registry: RegistrySettings = field(default_factory=RegistrySettings)
-
-    def __post_init__(self) -> None:
-        if self.bump not in BUMPS:
-            raise ConfigError(f"register.bump: one of {', '.join(BUMPS)}; got {self.bump!r}")
-        if self.stage == PRODUCTION:
-            raise ConfigError("register.stage: production is reached only through the promote step's gate; use staging")
+from steps.core.config import ConfigError
+from steps.core.io import atomic_write_json, publish_dir, read_json, staging_dir
+from steps.core.lineage import model_lineage
+from steps.core.manifest import write_manifest
+from steps.core.step import Step
+from steps.registry.config import RegisterConfig
+from steps.registry.settings import RegistryError, load_step_config
+from steps.registry.versions import Registry
+from steps.registry.wandb_link import link_wandb
 
 
 @dataclass(frozen=True)
@@ -58,7 +40,7 @@ class RegisterResult:
     out_dir: Path
 
 
-def load_config(params: Path | str | dict[str, Any] = "params.yaml") -> RegisterConfig:
+def configure(params: dict[str, Any]) -> RegisterConfig:
     """``register:`` plus ``registry:`` (what the flow and main() both use)."""
     return load_step_config(RegisterConfig, "register", params)
 
@@ -67,10 +49,10 @@ def run(cfg: RegisterConfig, merged_dir: Path | str, evaluate_dir: Path | str, o
     """Register MERGED_DIR as a new version if EVALUATE_DIR's gate passed; write OUT_DIR atomically."""
     started, merged_dir, evaluate_dir, out_dir = time.time(), Path(merged_dir), Path(evaluate_dir), Path(out_dir)
     metrics_path, gate_path = evaluate_dir / "metrics.json", evaluate_dir / "gate.json"
-    evaluation = read_json(metrics_path)
+    evaluation = read_json(metrics_path, error=RegistryError, missing_ok=True)
     if evaluation is None or not isinstance(evaluation.get("candidate"), dict):
         raise RegistryError(f"{metrics_path}: missing or without a 'candidate' entry; run the evaluate step first")
-    gate = read_json(gate_path) or evaluation.get("gate") or {}
+    gate = read_json(gate_path, error=RegistryError, missing_ok=True) or evaluation.get("gate") or {}
     if gate.get("passed") is not True:
         reasons = [f"gate did not pass ({gate_path}): " + ("; ".join(gate.get("reasons") or []) or "no gate result")]
         result = RegisterResult(False, None, None, None, None, reasons, "not linked", out_dir)
@@ -100,7 +82,7 @@ def run(cfg: RegisterConfig, merged_dir: Path | str, evaluate_dir: Path | str, o
 
 def weights_digests(merged_dir: Path) -> dict[str, str]:
     """sha256 of each weights file the merge step published (its manifest's output digests)."""
-    outputs = (read_json(Path(merged_dir) / "manifest.json") or {}).get("output_digests") or {}
+    outputs = (read_json(Path(merged_dir) / "manifest.json", error=RegistryError, missing_ok=True) or {}).get("output_digests") or {}
     return {name: digest for name, digest in sorted(outputs.items()) if name.endswith(".safetensors") and digest}
 
 
@@ -113,30 +95,14 @@ def _registered_with(cfg: RegisterConfig, weights: dict[str, str]) -> Any:
 
 
 def collect_lineage(cfg: RegisterConfig, merged_dir: Path) -> dict[str, Any]:
-    """What the model came from: code revision, train params, data digests and DVC hashes.
+    """What the model came from (steps.core.lineage.model_lineage), from the train and merge manifests.
 
     Recorded in the version's tag, so ``tunegate lineage`` works after the workspace has moved on.
     """
-    train = read_json(Path(cfg.train_dir) / "manifest.json") or {}
-    merged = read_json(merged_dir / "manifest.json") or {}
-    data = Path(cfg.data_dir)
-    trained_on = train.get("input_digests") or {}
-    now = digests({name: data / Path(p).name for name, p in (train.get("inputs") or {}).items()})
-    return {
-        "git_revision": git_revision(),
-        "train": {"manifest": str(Path(cfg.train_dir) / "manifest.json"), "git_revision": train.get("git_revision"),
-                  "params": train.get("config"), "data_sha256": trained_on,
-                  "metrics": {k: (train.get("metrics") or {}).get(k) for k in ("train_loss", "eval_loss", "steps")}} if train else None,
-        "merge": {"git_revision": merged.get("git_revision"), "config": merged.get("config")} if merged else None,
-        "data": {"validated_dir": str(data), "validated_dvc_md5": dvc_md5(data),
-                 "validated_matches_train": bool(trained_on) and now == trained_on,
-                 "raw_dvc_md5": {p.name[: -len(".dvc")]: _dvc_file_md5(p) for p in sorted(Path(cfg.raw_dir).glob("*.dvc"))}},
-    }  # fmt: skip
-
-
-def _dvc_file_md5(path: Path) -> str | None:
-    outs = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("outs") or [{}]
-    return outs[0].get("md5")
+    train_manifest = Path(cfg.train_dir) / "manifest.json"
+    train = read_json(train_manifest, error=RegistryError, missing_ok=True) or {}
+    merged = read_json(merged_dir / "manifest.json", error=RegistryError, missing_ok=True) or {}
+    return model_lineage(train, train_manifest, merged, Path(cfg.data_dir), Path(cfg.raw_dir))
 
 
 def _report(result: RegisterResult) -> int:
@@ -147,10 +113,14 @@ def _report(result: RegisterResult) -> int:
     return 0
 
 
+STEP = Step(name="register", config=RegisterConfig, result=RegisterResult, run=run, report=_report, doc=__doc__,
+            paths={"merged_dir": "models/merged", "evaluate_dir": "models/evaluate", "out_dir": "models/register"},
+            errors=(ConfigError, RegistryError),
+            configure=configure)
+
+
 def main(argv: list[str] | None = None) -> int:
-    paths = {"merged_dir": Path("models/merged"), "evaluate_dir": Path("models/evaluate"), "out_dir": Path("models/register")}
-    return registry_step_main(argv, step="register", doc=__doc__, config=RegisterConfig, paths=paths, run=run,
-                              report=_report, errors=(ConfigError, RegistryError))  # fmt: skip
+    return STEP.main(argv)
 
 
 if __name__ == "__main__":

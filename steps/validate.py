@@ -1,11 +1,14 @@
 """validate: the data gates (format, dedup, leakage, PII), judged by Great Expectations.
 
 Reads PREPARED_DIR/{train,validation,test}.jsonl (and heldout.jsonl when there),
-computes per-record feature columns in pandas (steps/_gates.py), and lets the suites under
+computes per-record feature columns in pandas (steps/gates/), and lets the suites under
 ``expectations/`` judge them with this config's thresholds as suite parameters.
 Writes OUT_DIR atomically: the splits (PII-masked when ``pii_action: mask``),
-``report.json`` (``{"passed", "gates"}``: what the flow branches on), Data Docs
-under ``data_docs/`` and ``manifest.json``.
+``report.json`` (``{"passed", "gates"}``: what the flow branches on), ``report.html``
+(per gate the failing records: file:row, field, reason, fix; opens offline), Great
+Expectations' Data Docs under ``data_docs/`` (they need network for their scripts) and
+``manifest.json``. When a gate fails, all of it lands in ``OUT_DIR.failed/`` instead and
+OUT_DIR keeps the last output that passed.
 
     python -m steps.validate data/prepared data/validated [--params params.yaml]
 """
@@ -19,73 +22,51 @@ from typing import Any
 
 import pandas as pd
 
-from steps import _dedup
-from steps._cli import step_main
-from steps._config import ConfigError
-# The per-record feature columns live in steps/_gates.py; tests call format_problems and count_tokens from here.
-from steps._gates import (EXAMPLES, InputError, content_text, count_tokens, dedup_columns, format_columns,  # noqa: F401
-                          format_problems, leakage_columns, load_splits, load_tokenizer, pii_columns, record_frame)
-from steps._io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, publish_dir, staging_dir
-from steps._manifest import write_manifest
-from steps._model import DEFAULT_BASE_MODEL, ModelError
+from steps.core.config import ConfigError
+from steps.core.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    clear_failed,
+    publish_dir,
+    publish_failed,
+    staging_dir,
+)
+from steps.core.manifest import write_manifest
+from steps.core.step import Step
+from steps.data.minhash import minhash_signatures
+from steps.data.splits import load_splits
+from steps.evaluation.probes import ProbeError, load_probes
+from steps.gates.config import ValidateConfig
+from steps.gates.dedup import content_text, dedup_columns, leakage_columns, probe_leak_columns
+from steps.gates.format import format_columns
+from steps.gates.pii import pii_columns
 
-PII_ACTIONS = ("mask", "fail", "report")
-
-
-@dataclass(frozen=True)
-class ValidateConfig:
-    """The ``validate:`` section of params.yaml (``base_model`` comes from ``base:``)."""
-
-    base_model: str = DEFAULT_BASE_MODEL
-    tokenizer: str | None = None  # a tokenizer folder or hub id to use instead of base_model's (tests)
-    min_tokens: int = 2  # fewer tokens than this is an empty or broken record
-    max_tokens: int = 2048  # SmolLM2's context: a longer record is truncated in training
-    max_exact_dup_fraction: float = 0.0  # exact copies in train would be trained on twice
-    max_near_dup_fraction: float = 0.05  # a few paraphrases are fine; more means templated data
-    near_dup_threshold: float = 0.8  # MinHash Jaccard (word 3-grams) that makes two train records near-copies
-    leak_threshold: float = 0.8  # MinHash Jaccard of a train record to any eval/held-out record
-    ngram: int = 8  # word 8-grams: a shared 8-word span is rarely chance
-    max_ngram_overlap: float = 0.5  # a train record sharing more than half its 8-grams with eval text leaks
-    max_leaked: int = 0  # default zero: one leaked record fails the gate
-    pii_action: str = "mask"  # mask: report and write masked text; fail: any finding fails; report: only report
-    exact_tokens: bool = False  # True tokenises every record; False only those whose byte length leaves a bound in doubt
-
-    def __post_init__(self) -> None:
-        def bad(key: str, why: str) -> None:
-            raise ConfigError(f"validate.{key}: {why}")
-
-        if self.pii_action not in PII_ACTIONS:
-            bad("pii_action", f"must be one of {', '.join(PII_ACTIONS)}; got {self.pii_action!r}")
-        if not 1 <= self.min_tokens <= self.max_tokens:
-            bad("min_tokens", f"need 1 <= min_tokens <= max_tokens; got {self.min_tokens} and {self.max_tokens}")
-        for key in ("max_exact_dup_fraction", "max_near_dup_fraction", "max_ngram_overlap"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                bad(key, f"is a fraction: set it between 0 and 1; got {getattr(self, key)}")
-        for key in ("near_dup_threshold", "leak_threshold"):
-            if not 0.0 < getattr(self, key) <= 1.0:
-                bad(key, f"is a Jaccard similarity: set it in (0, 1], e.g. 0.8; got {getattr(self, key)}")
-        if self.ngram < 1:
-            bad("ngram", f"is a word n-gram length: set it to 1 or more (8 is usual); got {self.ngram}")
-        if self.max_leaked < 0:
-            bad("max_leaked", f"is a count of records: set it to 0 or more; got {self.max_leaked}")
+# The per-record feature columns live in steps/gates/, one module per gate family.
+from steps.gates.records import EXAMPLES, record_frame
+from steps.gates.report import LISTED, render_gate_report
+from steps.gates.tokens import count_tokens, gate_tokenizer
+from steps.models.loading import ModelError
 
 
 @dataclass(frozen=True)
 class ValidateResult:
     passed: bool
     gates: dict[str, dict[str, Any]]  # per gate: passed, reason, checks (observed, threshold), failures
-    report_path: Path
+    report_path: Path  # report.json, in OUT_DIR (passed) or OUT_DIR.failed (a gate failed)
     data_docs_path: Path
+    html_path: Path  # report.html beside it: the failing records, offline
 
 
 def run(cfg: ValidateConfig, prepared_dir: Path, out_dir: Path) -> ValidateResult:
-    """Judge every gate on PREPARED_DIR's splits; write OUT_DIR atomically."""
+    """Judge every gate on PREPARED_DIR's splits; publish OUT_DIR atomically if they pass, else OUT_DIR.failed."""
     import expectations  # Great Expectations is slow to import: only when the gates run
 
     started, seconds = time.time(), {}
-    splits = load_splits(Path(prepared_dir))
+    splits = load_splits(Path(prepared_dir), f"python -m steps.ingest {prepared_dir}")
     df = record_frame(splits)
-    tokenizer = load_tokenizer(cfg)
+    tokenizer = gate_tokenizer(cfg)
 
     tick = time.perf_counter()
     details: dict[tuple[str, int], str] = {}  # (column, row of df) -> what is wrong, for the report
@@ -96,11 +77,13 @@ def run(cfg: ValidateConfig, prepared_dir: Path, out_dir: Path) -> ValidateResul
     tick = time.perf_counter()
     train, evals = df.index[df.split == "train"], df.index[df.split != "train"]
     texts = [content_text(r) for r in records]
-    sigs = _dedup.minhash_signatures(texts)
+    sigs = minhash_signatures(texts)
     dedup_columns(df, train, sigs, details, cfg)
     seconds["dedup"] = time.perf_counter() - tick
     tick = time.perf_counter()
     leakage_columns(df, train, evals, texts, sigs, details, cfg)
+    probes = [(p.id, " ".join(m["content"] for m in p.messages)) for p in load_probes(cfg.probes)] if cfg.probes else []
+    leaked_probes = probe_leak_columns(df, train, texts, probes, details, cfg, str(cfg.probes))
     seconds["leakage"] = time.perf_counter() - tick
     tick = time.perf_counter()
     findings, masked = pii_columns(df, records, mask=cfg.pii_action == "mask")
@@ -123,23 +106,32 @@ def run(cfg: ValidateConfig, prepared_dir: Path, out_dir: Path) -> ValidateResul
         else:  # unchanged: the input file as it is
             atomic_write_bytes(tmp / f"{name}.jsonl", (Path(prepared_dir) / f"{name}.jsonl").read_bytes())
     counts = {name: len(recs) for name, recs in splits.items()}
+    gates["leakage"]["probes"] = {"file": cfg.probes, "checked": len(probes), "leaked": leaked_probes}
     report = {"passed": passed, "gates": gates, "counts": counts, "seconds": {k: round(v, 3) for k, v in seconds.items()}}
+    atomic_write_text(tmp / "report.html", render_gate_report(report))
+    for g in gates.values():  # report.json keeps the first EXAMPLES per check; the page lists up to LISTED
+        g["failures"] = [f for check in g["failing"] for f in [f for f in g["failures"] if f["check"] == check][:EXAMPLES]]
     atomic_write_json(tmp / "report.json", report)
     inputs = {name: Path(prepared_dir) / f"{name}.jsonl" for name in splits}
-    outputs = {p.stem: p for p in sorted(tmp.glob("*.jsonl"))} | {"report": tmp / "report.json", "data_docs": tmp / "data_docs"}
+    outputs = {p.stem: p for p in sorted(tmp.glob("*.jsonl"))} | {"report": tmp / "report.json", "report_html": tmp / "report.html",
+                                                                  "data_docs": tmp / "data_docs"}
     metrics = {"passed": passed, "counts": counts, "gates": {k: g["passed"] for k, g in gates.items()}, "seconds": report["seconds"]}
     write_manifest(tmp, "validate", cfg, inputs, outputs, metrics, started)
-    publish_dir(tmp, out_dir)
-    out_dir = Path(out_dir)
-    return ValidateResult(passed, gates, out_dir / "report.json", out_dir / "data_docs" / "index.html")
+    if passed:
+        where = publish_dir(tmp, out_dir)
+        clear_failed(out_dir, "validate")
+    else:
+        where = publish_failed(tmp, out_dir)  # OUT_DIR keeps the last output that passed
+    return ValidateResult(passed, gates, where / "report.json", where / "data_docs" / "index.html", where / "report.html")
 
 
 # ---------------------------------------------------------------- report
 
 
 def gate_report(gate: str, checks: list[Any], df: pd.DataFrame, details: dict[tuple[str, int], str]) -> dict[str, Any]:
-    """One gate's entry in report.json: verdict, reason, per-check numbers and failing examples."""
-    failures, rows, reasons = [], [], []
+    """One gate's entry in report.json: verdict, reason, per-check numbers, failing records (up to
+    ``LISTED`` per check; run() keeps ``EXAMPLES`` of them in report.json) and ``failing``: the count per failed check."""
+    failures, rows, reasons, failing = [], [], [], {}
     for c in checks:
         rows.append({"check": c.column, "description": c.description, "passed": c.passed,
                      "observed": c.observed, "threshold": c.threshold, **({"error": c.error} if c.error else {})})
@@ -147,12 +139,14 @@ def gate_report(gate: str, checks: list[Any], df: pd.DataFrame, details: dict[tu
             continue
         reasons.append(f"{c.description}: observed {_fmt(c.observed)}, threshold {_fmt(c.threshold)}")
         index = c.unexpected_index or df.index[df[c.column].to_numpy() != 0].tolist()
-        for i in index[:EXAMPLES]:
+        failing[c.column] = len(index)
+        for i in index[:LISTED]:
             r = df.loc[i]
             failures.append({"check": c.column, "file": f"{r.split}.jsonl", "line": int(r.line), "dataset": r.dataset,
                              "source": r.source, "row": None if pd.isna(r.row) else int(r.row), "id": r.id,
                              "field": c.field, "detail": details.get((c.column, i), _value(r, c.column)), "fix": c.fix})
-    return {"passed": all(c.passed for c in checks), "reason": "; ".join(reasons) or "ok", "checks": rows, "failures": failures}
+    return {"passed": all(c.passed for c in checks), "reason": "; ".join(reasons) or "ok", "checks": rows, "failures": failures,
+            "failing": failing}
 
 
 def _value(r: pd.Series, column: str) -> str:
@@ -196,7 +190,11 @@ def print_summary(result: ValidateResult) -> None:
     by_type = result.gates.get("pii", {}).get("observed_by_type")
     if by_type:
         console.print("PII found: " + ", ".join(f"{k}={v}" for k, v in by_type.items()), highlight=False)
-    console.print(f"{'PASSED' if result.passed else 'FAILED'}  report: {result.report_path}  data docs: {result.data_docs_path}")
+    if result.passed:
+        console.print(f"PASSED  report: {result.html_path} (offline; report.json beside it)", highlight=False)
+    else:
+        console.print(f"FAILED  report: {result.html_path} (every failing record, offline; report.json beside it); "
+                      f"{result.html_path.parent.with_suffix('')} keeps the last output that passed", highlight=False)
 
 
 def _report(result: ValidateResult) -> int:
@@ -204,10 +202,14 @@ def _report(result: ValidateResult) -> int:
     return 0 if result.passed else 1
 
 
+STEP = Step(name="validate", config=ValidateConfig, result=ValidateResult, run=run, report=_report, doc=__doc__,
+            paths={"prepared_dir": "data/prepared", "out_dir": "data/validated"},
+            errors=(ConfigError, ModelError, ProbeError))
+
+
 def main(argv: list[str] | None = None) -> int:
-    paths = {"prepared_dir": Path("data/prepared"), "out_dir": Path("data/validated")}
-    return step_main(argv, step="validate", doc=__doc__, config=ValidateConfig, paths=paths, run=run,
-                     report=_report, errors=(ConfigError, ModelError))  # fmt: skip
+    return STEP.main(argv)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

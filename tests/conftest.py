@@ -37,3 +37,24 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny tokenizer + 2-layer causal LM saved once for the session (tests/tiny.py): a folder usable as
+    ``base_model:``. Shared by every module: read it, never write into it (copy it to change it)."""
+    from tests.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def sft_data(tmp_path_factory):
+    """Ten short sft conversations (8 train, 2 validation) in a validated-data folder."""
+    from tests.helpers import record, write_split
+
+    return write_split(tmp_path_factory.mktemp("sft"), [
+        record("sft", i, messages=[{"role": "user", "content": f"What is {i} + {i}?"},
+                                   {"role": "assistant", "content": f"The answer is {2 * i}."}])
+        for i in range(10)
+    ])  # fmt: skip

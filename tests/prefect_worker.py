@@ -14,7 +14,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 FAST_POLLING = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
 
 
@@ -32,8 +33,19 @@ def step_worker(pool: str, cwd: Path, log: Path, env: dict[str, str] | None = No
         try:
             yield worker
         finally:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop(worker)
+
+
+def stop(worker: subprocess.Popen) -> None:
+    """Stop a worker as Ctrl-C would, then harder: a worker whose server is busy can sit out SIGTERM
+    (seen: it outlived its test, waiting on the harness's locked SQLite), and a teardown must not hang."""
+    import signal
+
+    for send, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        worker.send_signal(send)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.wait(timeout=grace)
+            return
 
 
 def remove_step_deployment(pool: str) -> None:

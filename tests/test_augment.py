@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from steps import _augment_filters as gates
 from steps import augment
-from steps._augment_methods import Candidate
-from steps._augment_text import span_pattern
-from steps._config import ConfigError, load_section
-from steps._dedup import minhash_signatures
-from steps._gates import content_text, format_problems, leakage_columns, load_splits, record_frame
-from steps._io import atomic_write_jsonl, read_jsonl
-from steps._schema import make_record
+from steps.augmentation import filters as gates
+from steps.augmentation.config import AugmentConfig
+from steps.augmentation.methods import Candidate
+from steps.augmentation.text import span_pattern
+from steps.core.config import ConfigError, load_section
+from steps.core.io import atomic_write_jsonl, read_jsonl
+from steps.core.schema import make_record
+from steps.data.minhash import minhash_signatures
+from steps.data.splits import load_splits
+from steps.gates.dedup import content_text, leakage_columns
+from steps.gates.format import format_problems
+from steps.gates.records import record_frame
 
 HAS_WORDNET = Path("/usr/share/wordnet/index.noun").is_file()
 HAS_APERTIUM = shutil.which("apertium") is not None
@@ -70,11 +74,11 @@ def data_dir(tmp_path: Path) -> Path:
     return d
 
 
-def config(**augment_section) -> augment.AugmentConfig:
+def config(**augment_section) -> AugmentConfig:
     """The augment section as params.yaml would give it (through the real loader, base: merged)."""
     section = {"methods": ["eda"], "min_similarity": None, "max_fraction": 1.0,
                "protect_terms": ["Lumo Hearth"], **augment_section}
-    return load_section(augment.AugmentConfig, "augment", {"base": {"seed": 42, "leak_threshold": 0.8},
+    return load_section(AugmentConfig, "augment", {"base": {"seed": 42, "leak_threshold": 0.8},
                                                           "augment": section})
 
 
@@ -125,9 +129,9 @@ def test_code_blocks_numbers_and_entities_survive_untouched(data_dir, tmp_path):
                           for r in hearth)
 
 
-def _leak_free(out: Path, cfg: augment.AugmentConfig) -> None:
+def _leak_free(out: Path, cfg: AugmentConfig) -> None:
     """Validate's own leakage columns on the step's output: no augmented train record leaks."""
-    splits = load_splits(out)
+    splits = load_splits(out, "python -m steps.augment")
     df = record_frame(splits)
     texts = [content_text(r) for recs in splits.values() for r in recs]
     train, evals = df.index[df.split == "train"], df.index[df.split != "train"]
@@ -179,6 +183,21 @@ def test_the_step_is_deterministic_under_a_seed(data_dir, tmp_path):
     assert by_id(tmp_path / "a") == by_id(tmp_path / "b")
     augment.run(config(eda={"num_aug": 2}, seed=7), data_dir, tmp_path / "c")
     assert by_id(tmp_path / "c") != by_id(tmp_path / "a")
+
+
+@needs_wordnet
+def test_replay_data_is_kept_as_it_is(data_dir, tmp_path):
+    """Records of a replay dataset (general data against forgetting) are trained as they are, never rewritten,
+    and do not raise the cap on augmented records."""
+    recs = read_jsonl(data_dir / "train.jsonl")
+    for r in recs[:3]:
+        r["meta"]["replay"] = True
+    atomic_write_jsonl(data_dir / "train.jsonl", recs)
+    result = augment.run(config(), data_dir, tmp_path / "out")
+    origins = {r["meta"]["origin"]["id"] if isinstance(r["meta"]["origin"], dict) else r["meta"]["origin"]
+               for r in augmented(tmp_path / "out")}
+    assert origins and not origins & {r["id"] for r in recs[:3]}
+    assert result.report["skipped"]["replay data (ingest.datasets replay: true), kept as it is"] == 3
 
 
 def test_disabled_copies_every_split_through_unchanged(data_dir, tmp_path):

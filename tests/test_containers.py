@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT as REPO
+
 CONTAINERS = REPO / "containers"
 BASE_IMAGE = "localhost/debian-min:bookworm"
 IMAGE_REPO = "localhost/tunegate-cpu"
@@ -156,7 +157,7 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model_cache() -> Path:
     """The host's converted base model folder, mounted read-only: the image then converts nothing."""
-    from steps._model import DEFAULT_BASE_MODEL, cache_root, ensure_local_model
+    from steps.models.loading import DEFAULT_BASE_MODEL, cache_root, ensure_local_model
 
     ensure_local_model(DEFAULT_BASE_MODEL)
     return cache_root() / "models"
@@ -229,7 +230,7 @@ def test_ingest_and_validate_in_the_cpu_image(docker_client, cpu_image, workspac
 @pytest.mark.integration
 @pytest.mark.timeout(COLD_BUILD_TIMEOUT)
 def test_the_flow_sends_steps_to_a_real_docker_worker(docker_host, docker_client, cpu_image, prefect_harness,
-                                                      tmp_path, monkeypatch):  # fmt: skip
+                                                      tmp_path, monkeypatch, tiny_model_dir):  # fmt: skip
     """retrain(steps_in=docker): ingest and validate run as tunegate-step flow runs in the CPU image, started by
     prefect-docker's own worker (through podman's Docker API) from the step-docker deployment of deploy/prefect.yaml;
     the rest of the flow runs here on their outputs, and the model is promoted."""
@@ -237,14 +238,12 @@ def test_the_flow_sends_steps_to_a_real_docker_worker(docker_host, docker_client
     import yaml
 
     from flows.retrain import retrain
+    from tests.helpers import flow_runs, make_project, task_states
     from tests.prefect_worker import remove_step_deployment, step_worker
-    from tests.test_dispatch import _flow_runs
-    from tests.test_pipeline import _project, _task_states
-    from tests.tiny import save_tiny_model
 
     # The project: the base model inside it (data/base-model), so the same relative path works here
     # and in the container (cwd /app, ./data mounted at /app/data); data/ writable by the image's uid 1000.
-    project = _project(tmp_path / "project", save_tiny_model(tmp_path / "project" / "data" / "base-model"))
+    project = make_project(tmp_path / "project", shutil.copytree(tiny_model_dir, tmp_path / "project" / "data" / "base-model"))
     values = yaml.safe_load((project / "params.yaml").read_text())
     values["base"]["base_model"] = "data/base-model"
     (project / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
@@ -258,12 +257,12 @@ def test_the_flow_sends_steps_to_a_real_docker_worker(docker_host, docker_client
                        job_variables_file=str(placement), return_state=True)  # fmt: skip
         assert state.is_completed(), f"{state.message}\n{(tmp_path / 'worker.log').read_text()[-6000:]}"
     assert "v0.1.0 is production" in state.message
-    steps = [r for r in _flow_runs("tunegate-step") if r.work_pool_name == "tunegate-docker"]
+    steps = [r for r in flow_runs("tunegate-step") if r.work_pool_name == "tunegate-docker"]
     assert [r.parameters["step"] for r in steps] == ["ingest", "validate"]
     assert all(r.state.is_completed() and r.job_variables["image"] == cpu_image for r in steps)
     if os.geteuid() == 0:  # rootful podman: written by the image's user, uid 1000
         assert (project / "data" / "validated" / "manifest.json").stat().st_uid == 1000
-    assert set(_task_states(state).values()) == {"Completed"}
+    assert set(task_states(state).values()) == {"Completed"}
     print("container timings:", json.dumps(TIMINGS))
     remove_step_deployment("docker")
 

@@ -6,13 +6,13 @@ import csv
 import itertools
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from steps._schema import normalize
+from steps.core.schema import normalize
+from tests.helpers import ROOT
 
-DATA = Path(__file__).resolve().parent.parent / "demo" / "data"
+DATA = ROOT / "demo" / "data"
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 PHONE = re.compile(r"(?<!\w)(?:\+\d[\d\s().-]{7,}\d|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4})(?!\w)")
@@ -93,7 +93,7 @@ def test_identity(identity):
 
 
 def test_support_shape_and_counts(support):
-    assert 160 <= len(support) <= 200
+    assert 200 <= len(support) <= 240  # 180 chats + 34 drill questions (facts asked several ways)
     multi = 0
     for rec in support:
         conv = rec["conversations"]
@@ -151,9 +151,12 @@ def test_no_pii(pattern):
         assert not hits, f"{name}: {hits[:5]}"
 
 
-@pytest.mark.parametrize(
-    "sample",
-    ["write to help@example.com", "call 555-123-4567", "+1 415 555 0100", "4111 1111 1111 1111", "4111111111111111"],
-)
+# Each sample and the pattern that must catch it (not just some pattern).
+PII_SAMPLES = {"write to help@example.com": EMAIL, "call 555-123-4567": PHONE, "+1 415 555 0100": PHONE,
+               "4111 1111 1111 1111": LONG_NUMBER, "4111111111111111": LONG_NUMBER}
+
+
+@pytest.mark.parametrize("sample", list(PII_SAMPLES))
 def test_pii_patterns_catch_samples(sample):
-    assert any(p.search(sample) for p in (EMAIL, PHONE, LONG_NUMBER, API_KEY))
+    pattern = PII_SAMPLES[sample]
+    assert pattern.search(sample), f"{pattern.pattern} misses {sample!r}"

@@ -12,10 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from steps import ingest
-from steps._config import ConfigError, load_section
-from steps._io import read_jsonl
-from steps._schema import KINDS, ROLES
-from steps.ingest import DatasetSpec, IngestConfig
+from steps.core.config import ConfigError, load_section
+from steps.core.io import read_jsonl
+from steps.core.schema import KINDS, ROLES
+from steps.data.config import DatasetSpec, IngestConfig
+from steps.data.load import load_dataset
 
 
 def _jsonl(path: Path, rows: list) -> Path:
@@ -24,8 +25,9 @@ def _jsonl(path: Path, rows: list) -> Path:
 
 
 def _one(tmp_path: Path, spec: DatasetSpec) -> list[dict]:
-    good, bad, _ = ingest.load_dataset(spec, tmp_path)
-    assert bad == []
+    loaded = load_dataset(spec, tmp_path)
+    assert loaded.bad == []
+    good = loaded.good
     for rec in good:
         assert rec["kind"] in KINDS
         for key in ("messages", "chosen", "rejected", "completion"):
@@ -123,7 +125,8 @@ def test_too_many_bad_records_fail_the_step(tmp_path):
     _jsonl(tmp_path / "d.jsonl", ["nope"] * 3 + [{"text": "fine text"}] * 7)
     (tmp_path / "params.yaml").write_text("ingest:\n  datasets: [{path: %s}]\n  max_bad_fraction: 0.1\n" % (tmp_path / "d.jsonl"))
     assert ingest.main([str(tmp_path / "out"), "--params", str(tmp_path / "params.yaml")]) == 1
-    assert len(read_jsonl(tmp_path / "out" / "quarantine.jsonl")) == 3
+    assert not (tmp_path / "out").exists()  # nothing published
+    assert len(read_jsonl(tmp_path / "out.rejected" / "quarantine.jsonl")) == 3
 
 
 def _paraphrase(text: str, rng: random.Random) -> str:
@@ -169,6 +172,25 @@ def test_time_split_puts_newest_records_in_test(tmp_path):
     assert len(train_days) == 16 and test_days and max(train_days) < min(test_days)
 
 
+def test_replay_data_always_trains_and_leaves_the_task_split_as_it_was(tmp_path):
+    """General data mixed in against forgetting (replay: true) trains, with anything that copies it; the task's
+    own records split as they did without it, by date too (replay rows carry no timestamp)."""
+    task = [{"text": f"task document {i} " + "filler " * 5 + str(i * 7919), "timestamp": f"2024-01-{i + 1:02d}"} for i in range(20)]
+    general = [{"messages": [{"role": "user", "content": f"general question {i} " + "word " * 6 + str(i * 104729)},
+                             {"role": "assistant", "content": f"general answer {i}"}]} for i in range(30)]
+    _jsonl(tmp_path / "t.jsonl", task)
+    _jsonl(tmp_path / "g.jsonl", general)
+    alone = IngestConfig(datasets=(DatasetSpec(path="t.jsonl"),))
+    mixed = IngestConfig(datasets=(DatasetSpec(path="t.jsonl"), DatasetSpec(path="g.jsonl", format="openai", replay=True)))
+    ingest.run(alone, tmp_path / "a", root=tmp_path)
+    ingest.run(mixed, tmp_path / "b", root=tmp_path)
+    for s in ("validation", "test"):
+        assert (tmp_path / "a" / f"{s}.jsonl").read_bytes() == (tmp_path / "b" / f"{s}.jsonl").read_bytes()
+    train = read_jsonl(tmp_path / "b" / "train.jsonl")
+    assert sum(bool(r["meta"].get("replay")) for r in train) == 30 and len(train) == 16 + 30
+    assert not any(r["meta"].get("replay") for r in read_jsonl(tmp_path / "a" / "train.jsonl"))
+
+
 def test_unknown_format_and_unknown_key_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="format 'alpacca' unknown"):
         DatasetSpec(path="x.json", format="alpacca")
@@ -179,4 +201,4 @@ def test_unknown_format_and_unknown_key_are_config_errors(tmp_path):
 def test_undetectable_format_names_the_file_and_the_fix(tmp_path):
     _jsonl(tmp_path / "u.jsonl", [{"foo": 1}])
     with pytest.raises(ValueError, match="u.jsonl: cannot tell the format.*declare `format:`"):
-        ingest.load_dataset(DatasetSpec(path="u.jsonl"), tmp_path)
+        load_dataset(DatasetSpec(path="u.jsonl"), tmp_path)

@@ -15,19 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps._config import ConfigError, load_section
-from steps._io import atomic_write_json, atomic_write_jsonl
-from steps._manifest import write_manifest
-from steps.merge import MergeConfig, MergeError, check_gate, main, run
+from steps.core.config import ConfigError, load_section
+from steps.core.io import atomic_write_json, atomic_write_jsonl
+from steps.core.manifest import write_manifest
+from steps.merge import check_gate, main, run
+from steps.models.merge_config import MergeConfig
+from steps.models.merging import MergeError
 from tests.tiny import CHATML_TEMPLATE, save_tiny_model
 
 CONVERSATION = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]
 PROBE = "<|im_start|>user\nHello! How can I help you today?<|im_end|>\n<|im_start|>assistant\nThe capital is Paris.<|im_end|>"
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> str:
-    return save_tiny_model(tmp_path_factory.mktemp("base") / "tiny")
 
 
 def _lora(**kw):
@@ -58,7 +55,13 @@ def _lora_on(targets, task_type="CAUSAL_LM"):
 def candidate(tmp: Path, base: str, kind: str = "lora", method: str | None = None, quantized: bool = False) -> Path:
     """A train-step output folder: adapter (or full model), tokenizer, serving files, data, manifest."""
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BitsAndBytesConfig,
+        GenerationConfig,
+    )
 
     model_dir, data = tmp / "models" / "train", tmp / "data"
     for split in ("train", "validation", "test"):
@@ -91,15 +94,15 @@ def candidate(tmp: Path, base: str, kind: str = "lora", method: str | None = Non
 
 
 def gate(tmp: Path, model_dir: Path, passed: bool = True, candidate_dir: Path | None = None) -> Path:
-    eval_dir = tmp / "models" / "evaluate"
+    evaluate_dir = tmp / "models" / "evaluate"
     reasons = ["test_perplexity 9.1 <= base 12.3" if passed else "test_perplexity 14.0 > base 12.3"]
     metrics = {"test_perplexity": 9.1, "rougeL": 0.41}
-    atomic_write_json(eval_dir / "gate.json", {"passed": passed, "reasons": reasons, "candidate_dir": str(candidate_dir or model_dir),
+    atomic_write_json(evaluate_dir / "gate.json", {"passed": passed, "reasons": reasons, "candidate_dir": str(candidate_dir or model_dir),
                                                "metrics": metrics})  # fmt: skip
-    atomic_write_json(eval_dir / "metrics.json", {"candidate": metrics, "base": {"test_perplexity": 12.3},
+    atomic_write_json(evaluate_dir / "metrics.json", {"candidate": metrics, "base": {"test_perplexity": 12.3},
                                                   "gate": {"passed": passed, "reasons": reasons}})  # fmt: skip
-    write_manifest(eval_dir, "evaluate", {}, {"candidate": model_dir, "test": tmp / "data" / "test.jsonl"}, {}, {}, time.time())
-    return eval_dir
+    write_manifest(evaluate_dir, "evaluate", {}, {"candidate": model_dir, "test": tmp / "data" / "test.jsonl"}, {}, {}, time.time())
+    return evaluate_dir
 
 
 def logits(model, text: str = PROBE):
@@ -120,12 +123,12 @@ def adapter_model(base: str, adapter: Path):
 
 
 @pytest.mark.parametrize("kind", ["lora", "dora", "ia3"])
-def test_merged_equals_adapter(tmp_path, base, kind):
+def test_merged_equals_adapter(tmp_path, tiny_model_dir, kind):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    model_dir = candidate(tmp_path, base, kind)
+    model_dir = candidate(tmp_path, tiny_model_dir, kind)
     out = tmp_path / "models" / "merged"
-    result = run(MergeConfig(base_model=base), model_dir, gate(tmp_path, model_dir), out)
+    result = run(MergeConfig(base_model=tiny_model_dir), model_dir, gate(tmp_path, model_dir), out)
 
     m = result.metrics
     assert m["merged"] is True and m["max_abs_logit_diff"] <= 1e-2 and m["samples_from"].endswith("test.jsonl")
@@ -133,9 +136,9 @@ def test_merged_equals_adapter(tmp_path, base, kind):
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
     with torch.no_grad():
-        want = logits(adapter_model(base, model_dir))
+        want = logits(adapter_model(tiny_model_dir, model_dir))
         assert torch.allclose(logits(merged), want, atol=1e-4, rtol=0)
-        assert not torch.allclose(logits(AutoModelForCausalLM.from_pretrained(base)), want, atol=1e-2)  # the merge changed weights
+        assert not torch.allclose(logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir)), want, atol=1e-2)  # the merge changed weights
     assert AutoTokenizer.from_pretrained(out).chat_template == (out / "chat_template.jinja").read_text() == CHATML_TEMPLATE
     assert GenerationConfig.from_pretrained(out).eos_token_id == [2, 3]  # the trained end-of-turn, not the base's
     manifest = json.loads((out / "manifest.json").read_text())
@@ -145,28 +148,28 @@ def test_merged_equals_adapter(tmp_path, base, kind):
     assert train_sha in card and "test_perplexity 9.1 <= base 12.3" in card
 
 
-def test_classifier_merges_with_its_head(tmp_path, base):
+def test_classifier_merges_with_its_head(tmp_path, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    model_dir = candidate(tmp_path, base, "cls", method="lora")
+    model_dir = candidate(tmp_path, tiny_model_dir, "cls", method="lora")
     out = tmp_path / "merged"
-    result = run(MergeConfig(base_model=base), model_dir, gate(tmp_path, model_dir), out)
+    result = run(MergeConfig(base_model=tiny_model_dir), model_dir, gate(tmp_path, model_dir), out)
     assert result.metrics["merged"] and result.metrics["max_abs_logit_diff"] <= 1e-4
     assert json.loads((out / "labels.json").read_text()) == {"0": "neg", "1": "pos"}
     merged = AutoModelForSequenceClassification.from_pretrained(out).eval()
-    adapter = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=2), str(model_dir)).eval()
+    adapter = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2), str(model_dir)).eval()
     with torch.no_grad():
         assert torch.allclose(logits(merged), logits(adapter), atol=1e-4, rtol=0)
     assert "pipeline_tag: text-classification" in (out / "README.md").read_text()
 
 
-def test_refuses_without_a_passing_gate(tmp_path, base):
-    model_dir = candidate(tmp_path, base)
+def test_refuses_without_a_passing_gate(tmp_path, tiny_model_dir):
+    model_dir = candidate(tmp_path, tiny_model_dir)
     out = tmp_path / "models" / "merged"
     out.mkdir(parents=True)
     (out / "production.txt").write_text("v1")
-    eval_dir = tmp_path / "models" / "evaluate"
+    evaluate_dir = tmp_path / "models" / "evaluate"
     cases = {
         "not found": lambda: None,
         "passed is False": lambda: gate(tmp_path, model_dir, passed=False),
@@ -176,24 +179,24 @@ def test_refuses_without_a_passing_gate(tmp_path, base):
     for expected, make in cases.items():
         make()
         with pytest.raises(MergeError, match=expected) as err:
-            run(MergeConfig(base_model=base), model_dir, eval_dir, out)
+            run(MergeConfig(base_model=tiny_model_dir), model_dir, evaluate_dir, out)
         assert "gate.json" in str(err.value) or "manifest.json" in str(err.value)
         assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
         assert [p.name for p in out.iterdir()] == ["production.txt"]
 
 
-def test_qlora_merges_into_full_precision_base(tmp_path, base):
+def test_qlora_merges_into_full_precision_base(tmp_path, tiny_model_dir):
     pytest.importorskip("bitsandbytes")
     from transformers import AutoModelForCausalLM
 
-    model_dir = candidate(tmp_path, base, "lora", method="qlora", quantized=True)  # trained on the NF4 base
+    model_dir = candidate(tmp_path, tiny_model_dir, "lora", method="qlora", quantized=True)  # trained on the NF4 base
     (tmp_path / "data" / "test.jsonl").unlink()  # no test split at hand: fixed sample texts
     out = tmp_path / "merged"
-    result = run(MergeConfig(base_model=base), model_dir, gate(tmp_path, model_dir), out)
+    result = run(MergeConfig(base_model=tiny_model_dir), model_dir, gate(tmp_path, model_dir), out)
 
     assert result.metrics["merged"] and result.metrics["base_dtype"] == "float32" and result.metrics["samples_from"] == "fixed"
     with torch.no_grad():  # equal to the adapter on the full-precision base
-        assert torch.allclose(logits(AutoModelForCausalLM.from_pretrained(out)), logits(adapter_model(base, model_dir)), atol=1e-4, rtol=0)
+        assert torch.allclose(logits(AutoModelForCausalLM.from_pretrained(out)), logits(adapter_model(tiny_model_dir, model_dir)), atol=1e-4, rtol=0)
     config = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in config and config["dtype"] == "float32"
     from safetensors.torch import load_file
@@ -202,57 +205,58 @@ def test_qlora_merges_into_full_precision_base(tmp_path, base):
     assert "QLoRA" in (out / "README.md").read_text()
 
     quantized = tmp_path / "nf4-base"  # a base stored 4-bit is refused, whatever the method
-    shutil.copytree(base, quantized)
+    shutil.copytree(tiny_model_dir, quantized)
     config = json.loads((quantized / "config.json").read_text())
     stored_4bit = {"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}}
     (quantized / "config.json").write_text(json.dumps(config | stored_4bit))
     adapter_cfg = json.loads((model_dir / "adapter_config.json").read_text())
     (model_dir / "adapter_config.json").write_text(json.dumps(adapter_cfg | {"base_model_name_or_path": str(quantized)}))
     with pytest.raises(MergeError, match="stored quantized"):
-        run(MergeConfig(base_model=base), model_dir, gate(tmp_path, model_dir), tmp_path / "merged2")
+        run(MergeConfig(base_model=tiny_model_dir), model_dir, gate(tmp_path, model_dir), tmp_path / "merged2")
     assert not (tmp_path / "merged2").exists()
 
 
-def test_keep_adapter_publishes_it_with_its_base(tmp_path, base):
-    model_dir = candidate(tmp_path, base, "prefix")
-    eval_dir, out = gate(tmp_path, model_dir), tmp_path / "merged"
+def test_keep_adapter_publishes_it_with_its_base(tmp_path, tiny_model_dir):
+    model_dir = candidate(tmp_path, tiny_model_dir, "prefix")
+    evaluate_dir, out = gate(tmp_path, model_dir), tmp_path / "merged"
     with pytest.raises(MergeError, match="keep_adapter: true"):
-        run(MergeConfig(base_model=base), model_dir, eval_dir, out)
+        run(MergeConfig(base_model=tiny_model_dir), model_dir, evaluate_dir, out)
     assert not out.exists()
 
-    result = run(MergeConfig(base_model=base, keep_adapter=True), model_dir, eval_dir, out)
+    result = run(MergeConfig(base_model=tiny_model_dir, keep_adapter=True), model_dir, evaluate_dir, out)
     assert result.metrics["merged"] is False and result.metrics["max_abs_logit_diff"] is None
     pointer = json.loads((out / "base_model.json").read_text())
-    assert pointer["base_model"] == base and pointer["base_model_path"] == base
+    assert pointer["base_model"] == tiny_model_dir and pointer["base_model_path"] == tiny_model_dir
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         assert (out / name).read_bytes() == (model_dir / name).read_bytes()
     assert (out / "chat_template.jinja").is_file() and "library_name: peft" in (out / "README.md").read_text()
     with torch.no_grad():  # the published pair serves: base from the pointer, adapter from OUT_DIR
-        assert torch.equal(logits(adapter_model(pointer["base_model_path"], out)), logits(adapter_model(base, model_dir)))
+        published = adapter_model(pointer["base_model_path"], out)
+        assert torch.equal(logits(published), logits(adapter_model(tiny_model_dir, model_dir)))
 
 
-def test_merge_that_changes_the_model_fails_without_publishing(tmp_path, base):
+def test_merge_that_changes_the_model_fails_without_publishing(tmp_path, tiny_model_dir):
     """A LoRA on lm_head, whose weight the tiny model ties to the embeddings: merging changes both."""
-    model_dir = candidate(tmp_path, base, "tied")
+    model_dir = candidate(tmp_path, tiny_model_dir, "tied")
     out = tmp_path / "merged"
     with pytest.raises(MergeError, match=r"differ from the adapter model's by \d") as err:
-        run(MergeConfig(base_model=base), model_dir, gate(tmp_path, model_dir), out)
+        run(MergeConfig(base_model=tiny_model_dir), model_dir, gate(tmp_path, model_dir), out)
     assert "nothing was published" in str(err.value)
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_full_model_published_as_trained_from_the_cli(tmp_path, base, monkeypatch, capsys):
+def test_full_model_published_as_trained_from_the_cli(tmp_path, tiny_model_dir, monkeypatch, capsys):
     from transformers import AutoModelForCausalLM
 
-    model_dir = candidate(tmp_path, base, "full", method="full")
-    eval_dir = gate(tmp_path, model_dir)
+    model_dir = candidate(tmp_path, tiny_model_dir, "full", method="full")
+    evaluate_dir = gate(tmp_path, model_dir)
     params = tmp_path / "params.yaml"
     params.write_text(f"base:\n  base_model: {model_dir}\nmerge:\n  tolerance: 0.01\n")
-    assert main([str(model_dir), str(eval_dir), str(tmp_path / "merged"), "--params", str(params)]) == 2  # trained on another base
+    assert main([str(model_dir), str(evaluate_dir), str(tmp_path / "merged"), "--params", str(params)]) == 2  # trained on another base
     assert "config.base_model" in capsys.readouterr().err
 
-    params.write_text(f"base:\n  base_model: {base}\nmerge:\n  tolerance: 0.01\n")
-    assert main([str(model_dir), str(eval_dir), str(tmp_path / "merged"), "--params", str(params)]) == 0
+    params.write_text(f"base:\n  base_model: {tiny_model_dir}\nmerge:\n  tolerance: 0.01\n")
+    assert main([str(model_dir), str(evaluate_dir), str(tmp_path / "merged"), "--params", str(params)]) == 0
     out = tmp_path / "merged"
     assert not (out / "checkpoints").exists() and (out / "chat_template.jinja").is_file()
     assert (out / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
@@ -268,6 +272,6 @@ def test_config_is_checked():
         MergeConfig(tolerance=-1.0)
 
 
-def test_check_gate_returns_the_verdict(tmp_path, base):
-    model_dir = candidate(tmp_path, base)
+def test_check_gate_returns_the_verdict(tmp_path, tiny_model_dir):
+    model_dir = candidate(tmp_path, tiny_model_dir)
     assert check_gate(model_dir, gate(tmp_path, model_dir))["reasons"] == ["test_perplexity 9.1 <= base 12.3"]

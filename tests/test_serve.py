@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -20,10 +20,15 @@ import pytest
 import torch
 
 from steps import serve
-from steps._config import ConfigError, load_section
-from steps._serving import ServeError, StopTrimmer, choose_backend
-from steps._template import inference_prompt_ids, render_with_mask
-from tests.tiny import save_tiny_model
+from steps.core.config import ConfigError, load_section
+from steps.models.template import inference_prompt_ids, render_with_mask
+from steps.serving.app import create_app
+from steps.serving.backend import choose_backend
+from steps.serving.chat import ChatRequest
+from steps.serving.config import ServeConfig
+from steps.serving.folder import ServeError
+from steps.serving.generation import StopTrimmer
+from tests.helpers import ROOT
 
 HELLO = [{"role": "user", "content": "Hello"}]
 TAUGHT = [*HELLO, {"role": "assistant", "content": "Hi there"}]
@@ -59,13 +64,13 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory) -> dict[str, Path]:
+def dirs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     """base (untrained), adapter (LoRA on base, taught) and chat (that adapter merged: a full model) folders."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root = tmp_path_factory.mktemp("serve")
-    base = Path(save_tiny_model(root / "base"))
+    base = Path(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(str(base))
     torch.manual_seed(0)
     lora = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
@@ -87,7 +92,7 @@ def serving(app) -> AbstractContextManager[str]:
 def _app(model_dir: Path, key: str | None = None, **cfg):
     with pytest.MonkeyPatch.context() as mp:  # the key is read once, when the app is made
         mp.setenv("TUNEGATE_API_KEY", key) if key is not None else mp.delenv("TUNEGATE_API_KEY", raising=False)
-        return serve.create_app(serve.ServeConfig(**cfg), model_dir)
+        return create_app(ServeConfig(**cfg), model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +109,12 @@ def client(url) -> openai.OpenAI:
 # ---------------------------------------------------------------- pure parts
 def test_config_checks_itself():
     with pytest.raises(ConfigError, match="backend"):
-        serve.ServeConfig(backend="tpu")
+        ServeConfig(backend="tpu")
     with pytest.raises(ConfigError, match="max_new_tokens"):
-        serve.ServeConfig(max_new_tokens=4096, max_new_tokens_limit=2048)
+        ServeConfig(max_new_tokens=4096, max_new_tokens_limit=2048)
     with pytest.raises(ConfigError, match="did you mean 'port'"):
-        load_section(serve.ServeConfig, "serve", {"serve": {"prot": 80}})
-    assert load_section(serve.ServeConfig, "serve", {"serve": {"port": 9000}}).port == 9000
+        load_section(ServeConfig, "serve", {"serve": {"prot": 80}})
+    assert load_section(ServeConfig, "serve", {"serve": {"port": 9000}}).port == 9000
 
 
 def test_choose_backend():
@@ -149,11 +154,11 @@ def test_bad_model_or_empty_key_fail_before_serving(dirs, tmp_path, monkeypatch,
     assert "no such folder" in capsys.readouterr().err
     monkeypatch.setenv("TUNEGATE_API_KEY", " ")
     with pytest.raises(ServeError, match="set but empty"):
-        serve.create_app(serve.ServeConfig(), dirs["chat"])
+        create_app(ServeConfig(), dirs["chat"])
 
 
 def test_openai_messages_become_canonical_turns():
-    req = serve.ChatRequest.model_validate({"model": "m", "messages": [
+    req = ChatRequest.model_validate({"model": "m", "messages": [
         {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
         {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
@@ -213,6 +218,7 @@ def test_stop_strings_and_length(client):
 def test_models_and_health(client, url):
     assert [m.id for m in client.models.list()] == ["tiny-chat"]
     assert client.models.retrieve("tiny-chat").owned_by == "tunegate"
+    assert client.models.retrieve("tiny-chat").model_extra["max_model_len"] == 512  # the folder's context, which it enforces
     assert httpx.get(f"{url}/health").json() == {"status": "ok", "model": "tiny-chat", "backend": "transformers"}
 
 
@@ -307,7 +313,7 @@ def test_unmerged_lora_adapter_is_served_on_its_base(dirs):
 
 def test_client_that_leaves_mid_stream_stops_the_generation(dirs):
     """The untrained base never says its end-of-turn token: only the disconnect can end its run early."""
-    from steps._serving import TransformersEngine
+    from steps.serving.engines import TransformersEngine
 
     class Recording(TransformersEngine):  # the real engine, keeping its runs to look at
         def start(self, *args):
@@ -315,7 +321,7 @@ def test_client_that_leaves_mid_stream_stops_the_generation(dirs):
             return self.runs[-1]
 
     engine = Recording(dirs["base"], "float32")
-    with serving(serve.create_app(serve.ServeConfig(model_name="base"), dirs["base"], engine=engine)) as url:
+    with serving(create_app(ServeConfig(model_name="base"), dirs["base"], engine=engine)) as url:
         body = {"model": "base", "messages": HELLO, "max_tokens": 450, "stream": True}
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
             next(r.iter_lines())
@@ -342,7 +348,7 @@ def test_deploy_manifests_run_the_serve_command():
     """compose.yaml and k8s.yaml parse, pass arguments steps.serve accepts, and probe /health on the served port."""
     import yaml
 
-    here = Path(__file__).resolve().parents[1] / "deploy" / "serve"
+    here = ROOT / "deploy" / "serve"
     compose = yaml.safe_load((here / "compose.yaml").read_text())["services"]["serve"]
     deployment, service = yaml.safe_load_all((here / "k8s.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -354,7 +360,7 @@ def test_deploy_manifests_run_the_serve_command():
     assert pod["ports"][0] == {"name": "http", "containerPort": 8000}
     assert {pod[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {"/health"}
     assert service["kind"] == "Service" and service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert [e["name"] for e in pod["env"]][0] == serve.ServeConfig().api_key_env
+    assert [e["name"] for e in pod["env"]][0] == ServeConfig().api_key_env
 
 
 @pytest.mark.gpu

@@ -17,21 +17,10 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from steps._config import ConfigError, load_section
-from steps._io import atomic_write_jsonl
-from steps._schema import make_record
-from steps.train import TrainConfig, main, run
-from tests.tiny import save_tiny_model
-
-# Small and fast: no warmup (the first step would have lr 0), log and evaluate every step.
-FAST = dict(max_steps=3, batch_size=4, logging_steps=1, eval_steps=2, save_steps=2, warmup_ratio=0.0,
-            learning_rate=1e-2, tracking="none", max_length=128, freeze_trainable_layers=1, num_virtual_tokens=4,
-            lora={"r": 4, "alpha": 8, "dropout": 0.0})  # fmt: skip
-
-
-def cfg_of(base: str, **kw) -> TrainConfig:
-    """A TrainConfig built the way params.yaml builds it (nested mappings become dataclasses)."""
-    return load_section(TrainConfig, "train", {"base": {"base_model": base, "seed": 7}, "train": {**FAST, **kw}})
+from steps.core.config import ConfigError, load_section
+from steps.train import main, run
+from steps.training.config import TrainConfig
+from tests.helpers import cfg_of, record, write_split
 
 
 class Snapshot(TrainerCallback):
@@ -46,33 +35,9 @@ class Snapshot(TrainerCallback):
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> str:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "base")
-
-
-def write_split(root: Path, records: list[dict]) -> Path:
-    atomic_write_jsonl(root / "train.jsonl", records[:8])
-    atomic_write_jsonl(root / "validation.jsonl", records[8:])
-    return root
-
-
-def rec(kind: str, i: int, **fields) -> dict:
-    return make_record(kind, dataset="t", source="t.jsonl", row=i, fmt="test", **fields)
-
-
-@pytest.fixture(scope="module")
-def sft_data(tmp_path_factory) -> Path:
-    return write_split(tmp_path_factory.mktemp("sft"), [
-        rec("sft", i, messages=[{"role": "user", "content": f"What is {i} + {i}?"},
-                                {"role": "assistant", "content": f"The answer is {2 * i}."}])
-        for i in range(10)
-    ])  # fmt: skip
-
-
-@pytest.fixture(scope="module")
 def pt_data(tmp_path_factory) -> Path:
     return write_split(tmp_path_factory.mktemp("pt"), [
-        rec("text", i, text=f"The quick brown fox number {i} jumps over the lazy dog.") for i in range(10)
+        record("text", i, text=f"The quick brown fox number {i} jumps over the lazy dog.") for i in range(10)
     ])  # fmt: skip
 
 
@@ -80,7 +45,7 @@ def pt_data(tmp_path_factory) -> Path:
 def cls_data(tmp_path_factory) -> Path:
     words = ["good", "great", "bad", "terrible"]
     return write_split(tmp_path_factory.mktemp("cls"), [
-        rec("cls", i, text=f"That was {words[i % 4]}!", label="positive" if i % 4 < 2 else "negative") for i in range(10)
+        record("cls", i, text=f"That was {words[i % 4]}!", label="positive" if i % 4 < 2 else "negative") for i in range(10)
     ])  # fmt: skip
 
 
@@ -120,9 +85,9 @@ ADAPTER_PARAM = {"lora": "lora_", "qlora": "lora_", "dora": "lora_magnitude_vect
 
 
 @pytest.mark.parametrize("method", ["full", "freeze", "lora", "qlora", "dora", "prefix", "prompt", "ia3"])
-def test_sft_method_trains_what_it_should(method, base, sft_data, tmp_path):
+def test_sft_method_trains_what_it_should(method, tiny_model_dir, sft_data, tmp_path):
     out = tmp_path / "out"
-    metrics, snap = train(cfg_of(base, stage="sft", method=method), sft_data, out)
+    metrics, snap = train(cfg_of(tiny_model_dir, stage="sft", method=method), sft_data, out)
     check_common(metrics, snap, out)
     if method == "full":
         assert snap.trainable == set(snap.before) and metrics["trainable_params"] == metrics["total_params"]
@@ -134,7 +99,7 @@ def test_sft_method_trains_what_it_should(method, base, sft_data, tmp_path):
         assert all(ADAPTER_PARAM[method].split("_")[0] in n for n in snap.trainable)
         assert any(ADAPTER_PARAM[method] in n for n in snap.trainable)
         assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
-        assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == base
+        assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == tiny_model_dir
     if method == "qlora":  # the base is 4-bit: two weights per uint8, so half the elements, and frozen
         assert metrics["packing"] and 0 < metrics["padding_efficiency"] <= 1
         assert any(n.endswith("q_proj.base_layer.weight") and snap.before[n].numel() < 64 * 64 for n in snap.before)
@@ -142,41 +107,42 @@ def test_sft_method_trains_what_it_should(method, base, sft_data, tmp_path):
         assert not metrics["packing"]  # prompt learning ignores position_ids, so it pads instead of packing
 
 
-def test_lora_adapter_reloads_onto_its_base(base, sft_data, tmp_path):
+def test_lora_adapter_reloads_onto_its_base(tiny_model_dir, sft_data, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "out"
-    metrics, _ = train(cfg_of(base, method="lora", lora={"r": 4, "target_modules": ["q_proj", "v_proj"]}), sft_data, out)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out)
+    cfg = cfg_of(tiny_model_dir, method="lora", lora={"r": 4, "target_modules": ["q_proj", "v_proj"]})
+    metrics, _ = train(cfg, sft_data, out)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
     targets = {n.split(".")[-4] for n, _ in model.named_parameters() if "lora_A" in n}
     assert targets == {"q_proj", "v_proj"}
 
 
-def test_init_from_an_adapter_trains_on_the_merged_model(base, sft_data, tmp_path, monkeypatch):
+def test_init_from_an_adapter_trains_on_the_merged_model(tiny_model_dir, sft_data, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setenv("TUNEGATE_CACHE", str(tmp_path / "cache"))
-    train(cfg_of(base, method="lora"), sft_data, tmp_path / "first")
-    metrics, snap = train(cfg_of(base, method="lora", init_from=str(tmp_path / "first")), sft_data, tmp_path / "second")
+    train(cfg_of(tiny_model_dir, method="lora"), sft_data, tmp_path / "first")
+    metrics, snap = train(cfg_of(tiny_model_dir, method="lora", init_from=str(tmp_path / "first")), sft_data, tmp_path / "second")
     assert snap.changed == snap.trainable
     merged = json.loads((tmp_path / "second" / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert Path(merged).parent == tmp_path / "cache" / "merged"  # a folder that outlives the run
-    a, b = AutoModelForCausalLM.from_pretrained(base), AutoModelForCausalLM.from_pretrained(merged)
+    a, b = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoModelForCausalLM.from_pretrained(merged)
     assert not torch.equal(a.model.layers[0].self_attn.q_proj.weight, b.model.layers[0].self_attn.q_proj.weight)
 
 
-def test_pt_stage(base, pt_data, tmp_path):
+def test_pt_stage(tiny_model_dir, pt_data, tmp_path):
     out = tmp_path / "out"
-    metrics, snap = train(cfg_of(base, stage="pt", method="lora"), pt_data, out)
+    metrics, snap = train(cfg_of(tiny_model_dir, stage="pt", method="lora"), pt_data, out)
     check_common(metrics, snap, out)
     assert metrics["packing"] and 0 < metrics["padding_efficiency"] <= 1
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_cls_stage(method, base, cls_data, tmp_path):
+def test_cls_stage(method, tiny_model_dir, cls_data, tmp_path):
     out = tmp_path / "out"
-    metrics, snap = train(cfg_of(base, stage="cls", method=method), cls_data, out)
+    metrics, snap = train(cfg_of(tiny_model_dir, stage="cls", method=method), cls_data, out)
     check_common(metrics, snap, out, generative=False)
     assert json.loads((out / "labels.json").read_text()) == {"0": "negative", "1": "positive"}
     assert metrics["data"]["labels"] == ["negative", "positive"]
@@ -185,7 +151,7 @@ def test_cls_stage(method, base, cls_data, tmp_path):
         assert (out / "adapter_model.safetensors").is_file()
 
 
-def test_wandb_offline_run_files_and_no_key_in_manifest(base, sft_data, tmp_path, monkeypatch):
+def test_wandb_offline_run_files_and_no_key_in_manifest(tiny_model_dir, sft_data, tmp_path, monkeypatch):
     key = "0123456789abcdef0123456789abcdef01234567"  # a fake key: offline mode never sends it
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
@@ -193,7 +159,7 @@ def test_wandb_offline_run_files_and_no_key_in_manifest(base, sft_data, tmp_path
     monkeypatch.setenv("WANDB_SILENT", "true")
     (tmp_path / "wb").mkdir()
     out = tmp_path / "out"
-    run(cfg_of(base, method="lora", tracking="wandb"), sft_data, out)
+    run(cfg_of(tiny_model_dir, method="lora", tracking="wandb"), sft_data, out)
     runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     text = (out / "manifest.json").read_text()
@@ -218,18 +184,18 @@ def test_unknown_stage_and_key_are_named():
         TrainConfig(stage="cls", method="prefix")
 
 
-def test_unknown_target_module_fails_before_training(base, sft_data, tmp_path):
+def test_unknown_target_module_fails_before_training(tiny_model_dir, sft_data, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ConfigError) as err:
-        run(cfg_of(base, method="lora", lora={"target_modules": ["q_proj", "qkv_proj"]}), sft_data, out)
+        run(cfg_of(tiny_model_dir, method="lora", lora={"target_modules": ["q_proj", "qkv_proj"]}), sft_data, out)
     msg = str(err.value)
     assert "train.lora.target_modules" in msg and "'qkv_proj'" in msg and "q_proj" in msg and "down_proj" in msg
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
-def test_main_prints_one_line_and_returns_2(base, sft_data, tmp_path, capsys):
+def test_main_prints_one_line_and_returns_2(tiny_model_dir, sft_data, tmp_path, capsys):
     params = tmp_path / "params.yaml"
-    params.write_text(f"base: {{base_model: {base}}}\ntrain: {{method: qlora, quant: none}}\n")
+    params.write_text(f"base: {{base_model: {tiny_model_dir}}}\ntrain: {{method: qlora, quant: none}}\n")
     assert main([str(sft_data), str(tmp_path / "out"), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("train: train.quant") and "\n" not in err
