@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -113,3 +114,14 @@ def flow_runs(flow_name: str) -> list:
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
                                      sort=FlowRunSort.START_TIME_ASC)  # fmt: skip
+
+
+def one_torch_thread() -> Iterator[None]:
+    """Run under one torch thread, then restore the count: tiny matrices gain nothing from more threads,
+    and on a busy shared CPU extra threads spin (10x slower). Wrap it in a fixture of the scope you need."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

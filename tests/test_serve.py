@@ -28,7 +28,7 @@ from steps.serving.chat import ChatRequest
 from steps.serving.config import ServeConfig
 from steps.serving.folder import ServeError
 from steps.serving.generation import StopTrimmer
-from tests.helpers import ROOT
+from tests.helpers import ROOT, one_torch_thread
 
 HELLO = [{"role": "user", "content": "Hello"}]
 TAUGHT = [*HELLO, {"role": "assistant", "content": "Hi there"}]
@@ -54,13 +54,7 @@ def _greedy(model, tokenizer, messages, max_new: int) -> str:
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matrices gain nothing from more threads, and on a busy shared CPU extra threads spin (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
 
 @pytest.fixture(scope="module")

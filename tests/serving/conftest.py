@@ -4,21 +4,13 @@ token, so a generation runs to its token budget unless something stops it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-import torch
 
 from steps.serving.engines import TransformersEngine
+from tests.helpers import one_torch_thread
 
-
-@pytest.fixture(scope="package", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matrices gain nothing from more threads, and on a busy shared CPU extra threads spin (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = pytest.fixture(scope="package", autouse=True)(one_torch_thread)
 
 
 class Recording(TransformersEngine):
