@@ -90,13 +90,23 @@ class FolderError(ValueError):
     """A step was pointed at a folder it must not replace or read (one line naming the folder and the fix; exit 2)."""
 
 
-def owner(folder: Path | str) -> str | None:
-    """The step whose output ``folder`` is (its manifest.json's ``step``), or None."""
+def _manifest(folder: Path | str) -> dict[str, Any] | None:
+    """``folder``'s manifest.json as a mapping; None when it is missing, unreadable or not a JSON object."""
     try:
         manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return manifest.get("step") if isinstance(manifest, dict) and isinstance(manifest.get("step"), str) else None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _step_of(manifest: dict[str, Any] | None) -> str | None:
+    step = manifest.get("step") if manifest else None
+    return step if isinstance(step, str) else None
+
+
+def owner(folder: Path | str) -> str | None:
+    """The step whose output ``folder`` is (its manifest.json's ``step``), or None."""
+    return _step_of(_manifest(folder))
 
 
 def check_output(out_dir: Path | str, step: str, inputs: Iterable[Path | str] = ()) -> None:
@@ -128,10 +138,11 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> Path:
     step and its recorded inputs; if not, ``tmp_dir`` is removed and FolderError raised, ``final_dir`` untouched.
     """
     final_dir = Path(final_dir)
-    step = owner(tmp_dir)
+    manifest = _manifest(tmp_dir)
+    step = _step_of(manifest)
     if step is not None:
         try:
-            inputs = json.loads((Path(tmp_dir) / "manifest.json").read_text(encoding="utf-8")).get("inputs") or {}
+            inputs = manifest.get("inputs") or {}
             check_output(final_dir, step, [v for v in inputs.values() if isinstance(v, str)])
         except FolderError:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -171,11 +182,10 @@ def check_inputs(step: str, inputs: Iterable[Path | str]) -> None:
     for p in inputs:
         p = Path(p)
         folder = p if p.is_dir() else p.parent
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        manifest = _manifest(folder)
+        if manifest is None:
             continue
-        metrics = manifest.get("metrics") if isinstance(manifest, dict) else None
+        metrics = manifest.get("metrics")
         if isinstance(metrics, dict) and metrics.get("passed") is False:
             by = manifest.get("step") or "the step that wrote it"
             raise FolderError(f"{folder}: {by}'s gate failed there (manifest.json: passed false), so {step} will not "
