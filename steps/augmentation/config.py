@@ -27,7 +27,6 @@ class EdaConfig(Rates):
     cilin_max_group: int = 20  # Cilin "=" groups larger than this are loose (e.g. 者 手 匠 客 ...): skipped
 
 
-
 @dataclass(frozen=True)
 class BacktranslateConfig:
     """The translator and each source language's pivot."""
