@@ -10,7 +10,8 @@ asks the model being trained the same probes. Each point of a curve is (training
 probes passed); the probing time is not counted. The figures go to ``--out`` and to stdout.
 
 A recipe is one or more ``--recipe`` flags of comma-separated overrides, e.g.
-``--recipe grad_accum=1,learning_rate=1e-3,epochs=2``. Run it on an idle machine: two torch jobs
+``--recipe grad_accum=1,learning_rate=1e-3,epochs=2`` (a dotted key sets one field of a section:
+``lora.r=32``). Run it on an idle machine: two torch jobs
 on 2 cores run ~10x slower than one.
 """
 
@@ -48,6 +49,18 @@ def recipe_of(spec: str) -> dict[str, Any]:
     (a chat template holds commas)."""
     pairs = (part.split("=", 1) for part in spec.split(",") if part)
     return {k.strip(): Path(v[1:]).read_text(encoding="utf-8") if v.startswith("@") else _value(v) for k, v in pairs}
+
+
+def nested(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``overrides`` applied; a dotted key (``lora.r=32``) sets one field of a nested section."""
+    out = copy.deepcopy(config)
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        section = out
+        for part in path:
+            section = section[part]
+        section[last] = value
+    return out
 
 
 def prepare(project: Path) -> Path:
@@ -161,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                        "heldout_perplexity": clock.last_heldout}  # fmt: skip
         print(f"base model: {out['base']['passed']}/{len(probes)} probes, held-out perplexity {clock.last_heldout}", flush=True)
         for k, overrides in enumerate(recipes):
-            cfg = from_dict(type(base_cfg), {**dataclasses.asdict(base_cfg), "tracking": "none", **overrides}, "recipe")
+            cfg = from_dict(type(base_cfg), nested({**dataclasses.asdict(base_cfg), "tracking": "none"}, overrides), "recipe")
             rtok = copy.deepcopy(tok)  # asked with the template the model is trained (and published) with
             rtok.chat_template = cfg.chat_template or tok.chat_template
             callback = ProbeClock(probes, rtok, args.every, max_new, heldout, ev.get("max_length", 1024))

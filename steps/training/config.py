@@ -22,6 +22,9 @@ class LoraSettings:
     alpha: int = 32  # alpha / r = 2 scales the adapter's update, the common choice for r = 16
     dropout: float = 0.05
     target_modules: str | tuple[str, ...] = "all-linear"  # or module names (q_proj, v_proj...), or one regex
+    # LoRA+ (Hayou et al. 2024; LLaMA-Factory's loraplus_lr_ratio): the B matrices learn at plus_ratio x the
+    # learning rate. null: one learning rate for both.
+    plus_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, list):
@@ -30,6 +33,8 @@ class LoraSettings:
             raise ConfigError(f"train.lora.target_modules: give all-linear or a list of module names; got {self.target_modules!r}")
         if self.r < 1 or not 0 <= self.dropout < 1:
             raise ConfigError(f"train.lora: need r >= 1 and 0 <= dropout < 1; got r={self.r}, dropout={self.dropout}")
+        if self.plus_ratio is not None and self.plus_ratio <= 0:
+            raise ConfigError(f"train.lora.plus_ratio: need a ratio > 0 (16 in the LoRA+ paper) or null; got {self.plus_ratio}")
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,22 @@ def build_trainer(cfg: TrainConfig, train_records: list[dict[str, Any]], eval_re
         trainer, stats = _cls_trainer(cfg, model, tokenizer, train_records, eval_records, common, peft_config)
     else:
         trainer, stats = _lm_trainer(cfg, model, tokenizer, train_records, eval_records, common, peft_config)
+    if cfg.lora.plus_ratio is not None and cfg.method in ("lora", "qlora", "dora"):
+        trainer.optimizer = loraplus_optimizer(trainer, cfg.lora.plus_ratio)
     if cfg.early_stopping_patience is not None:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     return trainer, tokenizer, stats
+
+
+def loraplus_optimizer(trainer: Any, ratio: float) -> Any:
+    """The optimizer the Trainer would build (its class and settings), with the LoRA B matrices at ``ratio`` x the rate."""
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer
+
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(trainer.args, trainer.model)
+    kwargs = {k: v for k, v in kwargs.items() if k != "lr"}
+    return create_loraplus_optimizer(trainer.model, cls, lr=trainer.args.learning_rate, loraplus_lr_ratio=ratio,
+                                     loraplus_weight_decay=trainer.args.weight_decay, **kwargs)  # fmt: skip
 
 
 def check_chat_sample(tokenizer: Any, records: list[dict[str, Any]]) -> None:

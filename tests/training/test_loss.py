@@ -148,3 +148,21 @@ def test_prompt_learning_falls_back(tok, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     trainer = trainer_for(tok, tiny_causal_lm(tok), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
     assert not trainer._selective(trainer.model, packed_batch(tok), return_outputs=False)
+
+
+def test_loraplus_optimizer_puts_b_at_ratio_times_the_rate(tok, tmp_path, monkeypatch):
+    from peft import LoraConfig
+
+    from steps.training.trainer import loraplus_optimizer
+
+    monkeypatch.chdir(tmp_path)
+    trainer = trainer_for(tok, tiny_causal_lm(tok), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"))
+    optimizer = loraplus_optimizer(trainer, 16.0)
+    rate = trainer.args.learning_rate
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            assert group["lr"] == pytest.approx(rate * 16 if "lora_B" in names[id(p)] else rate)
+    trained = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert trained == sum(p.requires_grad for p in trainer.model.parameters()) > 0
+    assert type(optimizer).__name__ == "AdamW"  # the Trainer's own choice for these args
