@@ -215,9 +215,10 @@ def _nll(model: Any, rows: Sequence[tuple[list[int], list[int]]], pad: int, batc
 def _logits_at(model: Any, ids: Any, attn: Any, keep: Any) -> Any:
     """Logits at positions ``keep`` (a 1-D index tensor): ``logits_to_keep`` where the model takes one, else all, indexed."""
     try:
-        return model(input_ids=ids, attention_mask=attn, logits_to_keep=keep).logits
+        logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=keep).logits
     except TypeError:  # a model without logits_to_keep
-        return model(input_ids=ids, attention_mask=attn).logits[:, keep]
+        logits = model(input_ids=ids, attention_mask=attn).logits
+    return logits if logits.size(1) == len(keep) else logits[:, keep]  # one that took the keyword and ignored it
 
 
 def chat_nll(
