@@ -14,7 +14,8 @@ from steps.core.config import ConfigError
 if TYPE_CHECKING:  # annotations only: training sits above models
     from steps.training.config import TrainConfig
 
-PEFT_METHODS = ("lora", "qlora", "dora", "prefix", "prompt", "ia3")
+LORA_METHODS = ("lora", "qlora", "dora")  # the methods train.lora configures
+PEFT_METHODS = (*LORA_METHODS, "prefix", "prompt", "ia3")
 
 
 def linear_module_names(model: Any) -> list[str]:
@@ -53,7 +54,7 @@ def build_peft_config(cfg: TrainConfig, model: Any) -> Any:
     from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType
 
     task = TaskType.SEQ_CLS if type(model).__name__.endswith("ForSequenceClassification") else TaskType.CAUSAL_LM
-    if cfg.method in ("lora", "qlora", "dora"):
+    if cfg.method in LORA_METHODS:
         lora = cfg.lora
         return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none", task_type=task,
                           target_modules=_target_modules(cfg, model), use_dora=cfg.method == "dora")  # fmt: skip

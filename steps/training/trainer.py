@@ -16,7 +16,7 @@ from typing import Any
 
 from steps.core.config import ConfigError
 from steps.core.schema import MODEL_ROLES
-from steps.models.adapters import apply_freeze, build_peft_config
+from steps.models.adapters import LORA_METHODS, apply_freeze, build_peft_config
 from steps.models.builders import build_model, common_args
 from steps.training.config import TrainConfig
 
@@ -54,7 +54,7 @@ def build_trainer(cfg: TrainConfig, train_records: list[dict[str, Any]], eval_re
         trainer, stats = _cls_trainer(cfg, model, tokenizer, train_records, eval_records, common, peft_config)
     else:
         trainer, stats = _lm_trainer(cfg, model, tokenizer, train_records, eval_records, common, peft_config)
-    if cfg.lora.plus_ratio is not None and cfg.method in ("lora", "qlora", "dora"):
+    if cfg.lora.plus_ratio is not None and cfg.method in LORA_METHODS:
         trainer.optimizer = loraplus_optimizer(trainer, cfg.lora.plus_ratio)
     if cfg.early_stopping_patience is not None:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
