@@ -1,7 +1,7 @@
 """Evaluation benchmark: batched generation against transformers' batched and per-sample generate, and BERTScore pairs/s.
 
 ``python bench/bench_eval.py [--prompts 32] [--max-new-tokens 64] [--batch-size 8] [--pairs 256] [--repeats 1]``
-``[--sides batched,hf_batched,per_sample] [--model DIR] [--device cpu|cuda] [--dtype float32|bfloat16] [--out FILE]``
+``[--sides batched,hf_batched,batched_concat,per_sample] [--model DIR] [--device cpu|cuda] [--dtype float32|bfloat16] [--out FILE]``
 
 Generation: the default base model (SmolLM2-135M-Instruct) answers the same prompts (the test
 split's and held-out questions, under its own chat template) three ways in one process:
@@ -11,6 +11,8 @@ split's and held-out questions, under its own chat template) three ways in one p
   stops and the next prompts are prefilled and join, so the batch stays full until the queue is empty.
 * hf_batched: transformers' own batched ``model.generate`` on the same length-sorted, left-padded batches of
   ``--batch-size`` prompts (a batch runs until its longest answer ends).
+* batched_concat: the batched side with transformers' own DynamicCache layers, which concatenate (copy) the
+  whole cache every step, instead of the reserved layers ``generate_ids`` grows in place: what that is worth.
 * per_sample: ``model.generate`` on one prompt at a time.
 
 All greedy, same stop tokens and token budget; the tokens generated are compared with the batched side's
@@ -41,6 +43,9 @@ def _prompts(data_dir: Path, n: int) -> list[list[dict]]:
 
     evalset = build_eval_set(data_dir, n)
     items = evalset.test + evalset.heldout
+    if not items:
+        raise SystemExit(f"bench_eval: no test or held-out prompts in {data_dir}; run `make data && tunegate ingest && "
+                         "tunegate validate` first, or pass --data-dir")  # fmt: skip
     return [i.prompt for i in items][:n]
 
 
@@ -84,6 +89,18 @@ def _hf_batched(model, tok, prompts, max_new_tokens, batch_size):
     return out
 
 
+def _batched_concat(model, tok, prompts, max_new_tokens, batch_size):
+    """tunegate's loop with transformers' own DynamicCache layers (each step concatenates, copying the cache),
+    instead of the reserved layers it grows in place: what the reservation is worth."""
+    from steps.models import generation
+
+    real, generation._reserve = generation._reserve, lambda cache: None
+    try:
+        return generation.generate_ids(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    finally:
+        generation._reserve = real
+
+
 def _per_sample_on(model, tok, prompts, max_new_tokens, batch_size):
     return _per_sample(model, tok, prompts, max_new_tokens)
 
@@ -95,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--pairs", type=int, default=256, help="BERTScore pairs (0: skip the metrics)")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--sides", default="batched,hf_batched,per_sample", help="comma list: batched (tunegate), hf_batched, per_sample")
+    ap.add_argument("--sides", default="batched,hf_batched,per_sample", help="comma list: batched (tunegate), hf_batched, batched_concat, per_sample")
     ap.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct, steps.models.loading)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
@@ -113,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     tok = load_tokenizer(name)
     prompts = prompt_ids(tok, _prompts(args.data_dir, args.prompts), 1536)
     gen = {"batched": lambda *a: generate_ids(*a[:3], max_new_tokens=a[3], batch_size=a[4]), "hf_batched": _hf_batched,
-           "per_sample": _per_sample_on}  # fmt: skip
+           "batched_concat": _batched_concat, "per_sample": _per_sample_on}  # fmt: skip
     sides = [s for s in args.sides.split(",") if s]
     if unknown := set(sides) - set(gen):
         raise SystemExit(f"bench_eval: --sides {args.sides}: unknown {sorted(unknown)}; choose from {', '.join(gen)}")

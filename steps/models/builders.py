@@ -147,6 +147,7 @@ def common_args(cfg: TrainConfig, out_dir: Path | str) -> dict[str, Any]:
         "optim": optim,
         "report_to": ["wandb"] if cfg.tracking == "wandb" else "none",
         "run_name": f"{cfg.stage}-{cfg.method}-seed{cfg.seed}",
+        "neftune_noise_alpha": cfg.neftune_alpha,
         "activation_checkpointing": cfg.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         "activation_checkpointing_kwargs": {"use_reentrant": False} if cfg.gradient_checkpointing else None,
         "load_best_model_at_end": early,

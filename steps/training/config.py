@@ -75,6 +75,9 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     lr_scheduler: str = "cosine"
     gradient_checkpointing: bool = False
+    # NEFTune (Jain et al. 2023; TrainingArguments.neftune_noise_alpha, LLaMA-Factory's neftune_noise_alpha): uniform
+    # noise of scale alpha / sqrt(length x hidden) on the input embeddings while training. null: off.
+    neftune_alpha: float | None = None
     optim: str = "auto"
     precision: str = "auto"
     logging_steps: int = 5
@@ -104,6 +107,8 @@ class TrainConfig:
             raise ConfigError("train: batch_size, grad_accum, max_length, freeze_trainable_layers and num_virtual_tokens must be >= 1")
         if not 0 <= self.warmup_ratio < 1 or self.learning_rate <= 0:
             raise ConfigError(f"train: need 0 <= warmup_ratio < 1 and learning_rate > 0; got {self.warmup_ratio}, {self.learning_rate}")
+        if self.neftune_alpha is not None and not self.neftune_alpha > 0:
+            raise ConfigError(f"train.neftune_alpha: the noise scale must be > 0 (5 is the paper's), or null for none; got {self.neftune_alpha}")
         if self.early_stopping_patience is not None and self.save_steps % self.eval_steps:
             raise ConfigError(f"train.save_steps: early stopping keeps the best checkpoint, so save_steps must be a multiple of eval_steps; got {self.save_steps} and {self.eval_steps}")
         if self.save_total_limit < (3 if self.early_stopping_patience is not None else 2):

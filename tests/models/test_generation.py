@@ -69,9 +69,13 @@ def test_text_perplexity_matches_model_loss(tiny):
     assert text_perplexity(model, tok, [a, b], batch_size=2) == pytest.approx(expected, rel=1e-4)
 
 
-def test_greedy_loop_equals_transformers_generate(tiny):
-    model, tok = tiny
+@pytest.mark.parametrize("room", [64, 1, 3])  # the default, and a cache that outgrows its room every step or every 3rd
+def test_greedy_loop_equals_transformers_generate(tiny, room, monkeypatch):
+    from steps.models import generation
     from steps.models.generation import stop_ids
+
+    monkeypatch.setattr(generation, "_ROOM", room)
+    model, tok = tiny
 
     stops = stop_ids(tok)
     prompts = prompt_ids(tok, CONVS, 256)
@@ -109,6 +113,12 @@ def test_rolling_batch_joins_prompts_as_rows_stop(tiny, monkeypatch):
     for batch_size in (2, 3, 4, 10):
         assert _greedy(model, prompts, order, batch_size, 16, stops, tok.pad_token_id, "cpu") == expected
     assert len(joins) >= 3  # prompts joined a batch that was already talking
+    monkeypatch.setattr(generation, "_ROOM", 2)  # the reserved cache grows, rows leave and join across its copies
+    kinds = []
+    real_reserve = generation._reserve
+    monkeypatch.setattr(generation, "_reserve", lambda c: real_reserve(c) or kinds.append({type(x).__name__ for x in c.layers}))
+    assert _greedy(model, prompts, order, 3, 16, stops, tok.pad_token_id, "cpu") == expected
+    assert kinds and all(k == {"ReservedLayer"} for k in kinds)
     assert _greedy(model, prompts, order, 4, 0, stops, tok.pad_token_id, "cpu") == [[] for _ in prompts]
 
 

@@ -166,3 +166,14 @@ def test_loraplus_optimizer_puts_b_at_ratio_times_the_rate(tok, tmp_path, monkey
     trained = sum(len(g["params"]) for g in optimizer.param_groups)
     assert trained == sum(p.requires_grad for p in trainer.model.parameters()) > 0
     assert type(optimizer).__name__ == "AdamW"  # the Trainer's own choice for these args
+
+
+def test_neftune_alpha_reaches_the_trainer_and_is_checked():
+    from steps.core.config import ConfigError
+    from steps.models.builders import common_args
+    from steps.training.config import TrainConfig
+
+    assert common_args(TrainConfig(neftune_alpha=5.0), "out")["neftune_noise_alpha"] == 5.0
+    assert common_args(TrainConfig(), "out")["neftune_noise_alpha"] is None
+    with pytest.raises(ConfigError, match="neftune_alpha"):
+        TrainConfig(neftune_alpha=0.0)
