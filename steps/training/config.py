@@ -76,7 +76,8 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     gradient_checkpointing: bool = False
     # NEFTune (Jain et al. 2023; TrainingArguments.neftune_noise_alpha, LLaMA-Factory's neftune_noise_alpha): uniform
-    # noise of scale alpha / sqrt(length x hidden) on the input embeddings while training. null: off.
+    # noise of scale alpha / sqrt(length x hidden) on the input embeddings while training (length: the packed row's
+    # when packing, so the same alpha adds less noise than on one padded example). null: off.
     neftune_alpha: float | None = None
     optim: str = "auto"
     precision: str = "auto"
