@@ -102,6 +102,7 @@ def packs(cfg: TrainConfig) -> bool:
 def _lm_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train: list, evals: list, common: dict, peft_config: Any) -> tuple[Any, dict]:
     from trl import SFTConfig
 
+    from steps.models.attention import use_packed_attention
     from steps.training import datasets
     from steps.training.loss import SelectiveLossSFTTrainer
 
@@ -118,6 +119,8 @@ def _lm_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train: list, evals
     # transformers 5 turns into block-diagonal attention (no attention across examples).
     # SelectiveLossSFTTrainer (steps.training.loss): the same loss, with logits only at trained positions.
     args = SFTConfig(**common, max_length=cfg.max_length, packing=packs(cfg), packing_strategy="bfd", assistant_only_loss=False)
+    if packs(cfg):  # each packed example's attention computed on its own, not the row's masked square
+        use_packed_attention(model)
     trainer = SelectiveLossSFTTrainer(model=model, args=args, train_dataset=build(train, "train"), processing_class=tokenizer,
                          eval_dataset=build(evals, "validation") if evals else None, peft_config=peft_config)  # fmt: skip
     return trainer, stats
