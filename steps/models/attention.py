@@ -24,11 +24,12 @@ def segment_bounds(position_ids: Any) -> list[int] | None:
     """Start offsets of the packed examples in a (1, length) position-id row, plus its length; None unless it packs several."""
     if position_ids is None or position_ids.dim() != 2 or position_ids.size(0) != 1:
         return None
-    if _last[0] is position_ids and _last[1] == position_ids._version:
+    version = None if position_ids.is_inference() else position_ids._version  # inference tensors keep no version
+    if version is not None and _last[0] is position_ids and _last[1] == version:
         return _last[2]
     starts = (position_ids[0] == 0).nonzero().flatten().tolist()  # one host sync per forward, not per layer
     bounds = starts + [position_ids.size(1)] if len(starts) > 1 and starts[0] == 0 else None
-    _last[:] = [position_ids, position_ids._version, bounds]
+    _last[:] = [position_ids, version, bounds] if version is not None else [None, -1, None]
     return bounds
 
 
