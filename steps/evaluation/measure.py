@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from steps.core.schema import MODEL_ROLES
 from steps.evaluation.config import EvaluateConfig
-from steps.models.generation import chat_nll, generate_chat, perplexity_of
+from steps.models.generation import Conversation, chat_nll, generate_chat, perplexity_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +86,14 @@ def load_trained(model_dir: Path | str) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-def score_generative(model: Any, tokenizer: Any, evalset: EvalSet, cfg: EvaluateConfig) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, list]]:
-    """Perplexities, generated answers and per-item (NLL, tokens) of one causal LM; reference metrics are added by the caller."""
+def score_generative(
+    model: Any, tokenizer: Any, evalset: EvalSet, cfg: EvaluateConfig, probes: Sequence[Conversation] = ()
+) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, list]]:
+    """Perplexities, generated answers and per-item (NLL, tokens) of one causal LM; reference metrics are added by the caller.
+
+    The test, held-out and probe prompts are answered in one rolling batch (a row that stops makes room for the
+    next prompt), so the batch stays full until the last prompts; outputs["probes"] holds the probes' answers.
+    """
     # 4 conversations a forward pass: full-vocabulary logits of 4 x 1024 tokens are already ~0.8 GB in fp32.
     ppl_kw = {"max_length": cfg.max_length, "batch_size": 4}
     items = {
@@ -94,11 +101,12 @@ def score_generative(model: Any, tokenizer: Any, evalset: EvalSet, cfg: Evaluate
         "heldout_perplexity": chat_nll(model, tokenizer, [i.conversation for i in evalset.heldout], **ppl_kw),
     }
     metrics = {name: perplexity_of(values) for name, values in items.items()}
-    gen_kw = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}
-    outputs = {
-        "test": generate_chat(model, tokenizer, [i.prompt for i in evalset.test], **gen_kw),
-        "heldout": generate_chat(model, tokenizer, [i.prompt for i in evalset.heldout], **gen_kw),
-    }
+    groups = {"test": [i.prompt for i in evalset.test], "heldout": [i.prompt for i in evalset.heldout], "probes": list(probes)}
+    answers = generate_chat(model, tokenizer, [c for g in groups.values() for c in g], max_new_tokens=cfg.max_new_tokens,
+                            batch_size=cfg.batch_size)  # fmt: skip
+    outputs, start = {}, 0
+    for name, prompts in groups.items():
+        outputs[name], start = answers[start : start + len(prompts)], start + len(prompts)
     return metrics, outputs, items
 
 

@@ -66,16 +66,13 @@ def _reference_metrics(cfg: EvaluateConfig, evalset: EvalSet, outs: dict[str, li
     return row, scores.per_example, items, signatures
 
 
-def _probe_outcomes(cfg: EvaluateConfig, probes: list[Probe], model: Any, tok: Any) -> list[Outcome]:
-    """Each probe asked of one model (greedy, batched) and checked; similar_to through the metric encoder."""
+def _probe_outcomes(cfg: EvaluateConfig, probes: list[Probe], answers: list[str]) -> list[Outcome]:
+    """Each probe's answer (greedy, asked with the test prompts) checked; similar_to through the metric encoder."""
     if not probes:
         return []
     from steps.evaluation.metrics import load_metric
     from steps.models.encoders import encoder_path
-    from steps.models.generation import generate_chat
 
-    answers = generate_chat(model, tok, [list(p.messages) for p in probes], max_new_tokens=cfg.max_new_tokens,
-                            batch_size=cfg.batch_size)  # fmt: skip
     sims: dict[int, float] = {}
     similar = [k for k, p in enumerate(probes) if "similar_to" in p.expect]
     if similar:
@@ -157,16 +154,17 @@ def score_all(cfg: EvaluateConfig, evalset: EvalSet, model_dir: Path, production
     _say(f"{len(evalset.test)} test items, {len(evalset.heldout)} held-out questions; models: {', '.join(loaders)}")
     for name, load in loaders.items():
         model, tok = load()
-        _say(f"{name}: perplexity, then {len(evalset.test) + len(evalset.heldout)} answers of up to {cfg.max_new_tokens} tokens")
+        _say(f"{name}: perplexity, then {len(evalset.test) + len(evalset.heldout) + len(probes)} answers of up to {cfg.max_new_tokens} tokens")
         if name != "base":  # the model is served with the template it was trained with: prove it first
             for item in evalset.test[:8]:
                 check_template_parity(tok, item.conversation)
-        row, outs, items[name] = E.score_generative(model, tok, evalset, cfg)
+        row, outs, items[name] = E.score_generative(model, tok, evalset, cfg, [list(p.messages) for p in probes])
+        probe_answers = outs.pop("probes")
         refs, per_example[name], ref_items, signatures = _reference_metrics(cfg, evalset, outs)
         items[name].update(ref_items)
         table[name] = {**row, **refs, "safety_hits": _safety(cfg, outs)}
         if probes:
-            probe_outcomes[name] = _probe_outcomes(cfg, probes, model, tok)
+            probe_outcomes[name] = _probe_outcomes(cfg, probes, probe_answers)
             table[name]["probe_pass_rate"] = pass_rate(probe_outcomes[name])
             items[name]["probe_pass_rate"] = [None if o.passed is None else float(o.passed) for o in probe_outcomes[name]]
         outputs[name] = outs
