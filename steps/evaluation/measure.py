@@ -9,8 +9,8 @@ and the safety rules) but do not count toward reference metrics.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from steps.core.schema import MODEL_ROLES
