@@ -115,8 +115,8 @@ def _lm_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train: list, evals
     else:
         build = lambda recs, split: datasets.pt_dataset(recs, tokenizer, cfg.max_length, split=split)  # noqa: E731
     # Labels come from steps.training.datasets (assistant-only masks included), so TRL gets input_ids/labels and
-    # only packs them: BFD packing is padding-free, and position_ids restart at each example, which
-    # transformers 5 turns into block-diagonal attention (no attention across examples).
+    # only packs them: BFD packing is padding-free, and position_ids restart at each example, where
+    # steps.models.attention cuts the row: each example attends to itself only, computed on its own.
     # SelectiveLossSFTTrainer (steps.training.loss): the same loss, with logits only at trained positions.
     args = SFTConfig(**common, max_length=cfg.max_length, packing=packs(cfg), packing_strategy="bfd", assistant_only_loss=False)
     if packs(cfg):  # each packed example's attention computed on its own, not the row's masked square
