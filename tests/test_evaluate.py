@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -157,3 +158,21 @@ def test_an_adapter_is_evaluated_on_the_base_it_was_trained_on(project, tmp_path
     atomic_write_json(adapter / "manifest.json", {"config": {}})
     with pytest.raises(ValueError, match=f"{adapter} is an adapter whose base model is not here .*{tmp_path / 'gone'}"):
         adapter_base(adapter)
+
+
+def test_probes_are_answered_with_the_test_prompts_and_checked_per_model(project, tmp_path):
+    from steps.models.generation import generate_chat
+    from steps.models.loading import load_model, load_tokenizer
+
+    suite = tmp_path / "probes.yaml"
+    asked = ["What is the capital of France?", "Say hello.", "Tell me a story.", "Name a colour.", "What is 1 + 2?"]
+    suite.write_text("probes:\n" + "".join(f"  - id: p{k}\n    prompt: {q}\n    expect: {{max_length: 1000}}\n" for k, q in enumerate(asked)))
+    cfg = from_dict(EvaluateConfig, {**dataclasses.asdict(_cfg(project, {})), "probes": str(suite)}, "test")
+    result = evaluate.run(cfg, project / "data", project / "worse", tmp_path / "out")
+    rows = json.loads((tmp_path / "out" / "metrics.json").read_text())["probes"]
+    assert [r["id"] for r in rows] == [f"p{k}" for k in range(len(asked))]
+    assert result.table["candidate"]["probe_pass_rate"] == 1.0
+    for name, folder in (("base", project / "base"), ("candidate", project / "worse")):
+        model, tok = load_model(str(folder)).eval(), load_tokenizer(str(folder))
+        alone = generate_chat(model, tok, [[{"role": "user", "content": q}] for q in asked], max_new_tokens=6, batch_size=1)
+        assert [r[name]["answer"] for r in rows] == alone  # one rolling batch with the test prompts, each answer its own
