@@ -4,8 +4,8 @@ Padding-free packing puts several examples in one row whose position ids restart
 transformers' sdpa path turns that into a block-diagonal mask and computes the whole row's attention
 (quadratic in the row's length) before masking most of it away. ``packed_sdpa`` cuts the row at the
 restarts and runs causal SDPA on each example: the same values (exactly the entries the mask keeps), for
-the sum of the examples' squared lengths instead of the row's. On the demo's 512-token rows of ~4
-examples it measured 1.2x the training tokens/s on 2 CPU cores (bench/README.md, bench_train).
+the sum of the examples' squared lengths instead of the row's. On the demo's 512-token rows of ~5
+examples it measured 1.2x the training tokens/s on 2 CPU cores (bench/README.md, bench_train's section).
 
 Anything that is not one packed row (a padded batch, a decoding step with a cache, a row of one example)
 goes to transformers' own sdpa unchanged. Registered with transformers' AttentionInterface under
@@ -59,9 +59,14 @@ def register() -> str:
     return PACKED_SDPA
 
 
-def use_packed_attention(model: Any) -> bool:
-    """Switch a model that uses sdpa to ``packed_sdpa``; False (unchanged) for any other attention implementation."""
-    if getattr(model.config, "_attn_implementation", None) != "sdpa" or not hasattr(model, "set_attn_implementation"):
+def use_packed_attention(model: Any, max_length: int) -> bool:
+    """Switch a model that uses sdpa to ``packed_sdpa``; False (unchanged) for any other attention implementation,
+    and for a sliding window shorter than ``max_length`` (a packed example could outgrow it; plain causal SDPA knows no window)."""
+    config = model.config
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not hasattr(model, "set_attn_implementation"):
+        return False
+    window = getattr(config, "sliding_window", None)
+    if window is not None and getattr(config, "use_sliding_window", True) and window < max_length:
         return False
     model.set_attn_implementation(register())
     return model.config._attn_implementation == PACKED_SDPA

@@ -120,7 +120,7 @@ def _lm_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train: list, evals
     # SelectiveLossSFTTrainer (steps.training.loss): the same loss, with logits only at trained positions.
     args = SFTConfig(**common, max_length=cfg.max_length, packing=packs(cfg), packing_strategy="bfd", assistant_only_loss=False)
     if packs(cfg):  # each packed example's attention computed on its own, not the row's masked square
-        use_packed_attention(model)
+        use_packed_attention(model, cfg.max_length)
     trainer = SelectiveLossSFTTrainer(model=model, args=args, train_dataset=build(train, "train"), processing_class=tokenizer,
                          eval_dataset=build(evals, "validation") if evals else None, peft_config=peft_config)  # fmt: skip
     return trainer, stats

@@ -18,7 +18,7 @@ def models():
     tok = tiny_tokenizer()
     dense = tiny_causal_lm(tok, seed=5)
     packed = tiny_causal_lm(tok, seed=5)
-    assert use_packed_attention(packed)
+    assert use_packed_attention(packed, 512)
     return dense, packed
 
 
@@ -84,8 +84,12 @@ def test_not_saved_with_the_model_and_eager_is_left_alone(models, tmp_path):
     assert PACKED_SDPA not in json.dumps(json.loads((tmp_path / "config.json").read_text()))
     eager = tiny_causal_lm(tiny_tokenizer())
     eager.set_attn_implementation("eager")
-    assert not use_packed_attention(eager)
+    assert not use_packed_attention(eager, 512)
     assert eager.config._attn_implementation == "eager"
+    windowed = tiny_causal_lm(tiny_tokenizer())
+    windowed.config.sliding_window = 256  # shorter than the rows: a packed example could outgrow it
+    assert not use_packed_attention(windowed, 512) and windowed.config._attn_implementation == "sdpa"
+    assert use_packed_attention(windowed, 256)
 
 
 def test_attention_signature_returns_sdpa_layout():
